@@ -1,0 +1,564 @@
+//! The RingKV client: routing, bounded retries, and outcome classification.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_proto::meta;
+use ringkv_proto::pb::cluster_client::ClusterClient;
+use ringkv_proto::pb::kv_client::KvClient;
+use ringkv_proto::pb::{
+    CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, RequestHeader, ScanRequest,
+    StatusRequest, StatusResponse, compare_and_swap_request,
+};
+use ringkv_proto::ring::Ring;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+use crate::error::Error;
+
+/// Connection and retry settings.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `HOST:PORT` of any nodes of the cluster.
+    pub endpoints: Vec<String>,
+    /// When non-empty, servers refuse requests unless their cluster id matches.
+    pub cluster_id: String,
+    /// The whole request, retries included, must finish within this.
+    pub request_timeout: Duration,
+    /// One attempt must finish within this.
+    pub attempt_timeout: Duration,
+    /// Attempts per request at most.
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(endpoints: Vec<String>) -> Self {
+        ClientOptions {
+            endpoints,
+            cluster_id: String::new(),
+            request_timeout: Duration::from_secs(15),
+            attempt_timeout: Duration::from_secs(12),
+            max_attempts: 10,
+            connect_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before the read began (the default).
+    #[default]
+    Linearizable,
+    /// Served by any replica; may be stale.
+    Serializable,
+}
+
+/// A value and its version (which grows with every write of the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub version: u64,
+}
+
+/// What a compare-and-swap compares against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    Value(Bytes),
+    Absent,
+    /// The key's version (0 = absent).
+    Version(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub succeeded: bool,
+    /// The key before the operation.
+    pub current: Option<Versioned>,
+    /// The new version when the swap wrote a value.
+    pub new_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Bytes,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub items: Vec<KeyValue>,
+    /// True when a limit cut the result.
+    pub truncated: bool,
+}
+
+#[derive(Default)]
+struct Routing {
+    ring: Option<Ring>,
+    /// Shard → leader address.
+    leaders: HashMap<u32, String>,
+}
+
+struct Inner {
+    opts: ClientOptions,
+    channels: Mutex<HashMap<String, Channel>>,
+    client_id: u64,
+    next_sequence: AtomicU64,
+    in_flight: Mutex<BTreeSet<u64>>,
+    routing: RwLock<Routing>,
+    next_endpoint: AtomicUsize,
+}
+
+/// A RingKV client. Cheap to clone; clones share connections and the write identity.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// How one failed attempt bears on the request.
+enum Failure {
+    /// Retry at this address right away.
+    Redirect(String),
+    /// Certainly not executed; retry after a pause, elsewhere.
+    Definite(String),
+    /// May have executed.
+    Unknown(String),
+    /// Give up now.
+    Invalid(String),
+}
+
+fn classify(s: &Status, is_write: bool) -> Failure {
+    let kind = s
+        .metadata()
+        .get(meta::ERROR_KIND)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let msg = s.message().to_string();
+    match kind {
+        meta::KIND_INVALID => Failure::Invalid(msg),
+        meta::KIND_NOT_LEADER => match s
+            .metadata()
+            .get(meta::LEADER_ADDR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(addr) => Failure::Redirect(addr.to_string()),
+            None => Failure::Definite(msg),
+        },
+        meta::KIND_NO_LEADER
+        | meta::KIND_OVERLOADED
+        | meta::KIND_SHUTTING_DOWN
+        | meta::KIND_INTERNAL => Failure::Definite(msg),
+        meta::KIND_OUTCOME_UNKNOWN => Failure::Unknown(msg),
+        _ => {
+            // Not a RingKV answer: a transport failure or a foreign server.
+            if s.code() == Code::InvalidArgument || s.code() == Code::OutOfRange {
+                Failure::Invalid(msg)
+            } else if !is_write || connection_refused(s) {
+                Failure::Definite(format!("{:?}: {msg}", s.code()))
+            } else {
+                Failure::Unknown(format!("{:?}: {msg}", s.code()))
+            }
+        }
+    }
+}
+
+/// True when the error chain shows the TCP connection was never established.
+fn connection_refused(s: &Status) -> bool {
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(s);
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("Connection refused") || text.contains("tcp connect error") {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
+
+impl Client {
+    /// Creates a client; connects lazily on first use.
+    pub fn new(opts: ClientOptions) -> Result<Client, Error> {
+        if opts.endpoints.is_empty() {
+            return Err(Error::Invalid("no endpoints given".into()));
+        }
+        let client_id = loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                opts,
+                channels: Mutex::new(HashMap::new()),
+                client_id,
+                next_sequence: AtomicU64::new(1),
+                in_flight: Mutex::new(BTreeSet::new()),
+                routing: RwLock::new(Routing::default()),
+                next_endpoint: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// This client's write identity.
+    pub fn client_id(&self) -> u64 {
+        self.inner.client_id
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        if let Ok(map) = self.inner.channels.lock() {
+            if let Some(c) = map.get(addr) {
+                return Ok(c.clone());
+            }
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Invalid(format!("bad endpoint {addr:?}: {e}")))?
+            .connect_timeout(self.inner.opts.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        if let Ok(mut map) = self.inner.channels.lock() {
+            map.insert(addr.to_string(), ch.clone());
+        }
+        Ok(ch)
+    }
+
+    fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
+        Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    fn rotate_endpoint(&self) -> String {
+        let eps = &self.inner.opts.endpoints;
+        let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        eps[i % eps.len()].clone()
+    }
+
+    /// Fetches the ring and leaders from the cluster if not known yet (best effort).
+    async fn ensure_routing(&self) {
+        if self
+            .inner
+            .routing
+            .read()
+            .map(|r| r.ring.is_some())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        for ep in self.inner.opts.endpoints.clone() {
+            if let Ok(status) = self.status_of(&ep).await {
+                self.learn(&status);
+                return;
+            }
+        }
+    }
+
+    /// Updates the ring and leader cache from a status answer.
+    fn learn(&self, status: &StatusResponse) {
+        let addrs: HashMap<u64, String> = status
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        if let Ok(mut r) = self.inner.routing.write() {
+            if r.ring.is_none() && status.shard_count > 0 {
+                r.ring = Some(Ring::new(status.shard_count, status.ring_vnodes));
+            }
+            for s in &status.shards {
+                if let Some(addr) = s.leader.and_then(|l| addrs.get(&l)) {
+                    r.leaders.insert(s.shard, addr.clone());
+                }
+            }
+        }
+    }
+
+    fn shard_for(&self, key: &[u8]) -> Option<u32> {
+        self.inner
+            .routing
+            .read()
+            .ok()?
+            .ring
+            .as_ref()
+            .map(|r| r.shard_for(key))
+    }
+
+    fn leader_of(&self, shard: Option<u32>) -> Option<String> {
+        let shard = shard?;
+        self.inner.routing.read().ok()?.leaders.get(&shard).cloned()
+    }
+
+    fn set_leader(&self, shard: Option<u32>, addr: Option<String>) {
+        let Some(shard) = shard else { return };
+        if let Ok(mut r) = self.inner.routing.write() {
+            match addr {
+                Some(a) => r.leaders.insert(shard, a),
+                None => r.leaders.remove(&shard),
+            };
+        }
+    }
+
+    /// Runs one request with bounded retries, routing by `key` when given.
+    async fn call<T, F, Fut>(&self, key: Option<&[u8]>, is_write: bool, f: F) -> Result<T, Error>
+    where
+        F: Fn(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.ensure_routing().await;
+        let shard = key.and_then(|k| self.shard_for(k));
+        let opts = &self.inner.opts;
+        let deadline = Instant::now() + opts.request_timeout;
+        let mut unknown: Option<String> = None;
+        let mut last = String::from("no attempt made");
+        let mut backoff = Duration::from_millis(20);
+        let mut target = self
+            .leader_of(shard)
+            .unwrap_or_else(|| self.rotate_endpoint());
+        for _ in 0..opts.max_attempts.max(1) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let budget = opts.attempt_timeout.min(deadline - now);
+            let client = self.kv(&target)?;
+            let failure = match tokio::time::timeout(budget, f(client)).await {
+                Ok(Ok(resp)) => {
+                    let hinted = resp
+                        .metadata()
+                        .get(meta::LEADER_ADDR)
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from);
+                    if shard.is_some() {
+                        self.set_leader(shard, Some(hinted.unwrap_or(target)));
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) => classify(&status, is_write),
+                Err(_) => {
+                    let msg = format!("no answer from {target} within {budget:?}");
+                    if is_write {
+                        Failure::Unknown(msg)
+                    } else {
+                        Failure::Definite(msg)
+                    }
+                }
+            };
+            match failure {
+                Failure::Invalid(m) => {
+                    return Err(match unknown {
+                        Some(u) => Error::OutcomeUnknown(format!("{u}; then: {m}")),
+                        None => Error::Invalid(m),
+                    });
+                }
+                Failure::Redirect(addr) => {
+                    last = format!("redirected to {addr}");
+                    self.set_leader(shard, Some(addr.clone()));
+                    target = addr;
+                    continue;
+                }
+                Failure::Definite(m) => last = m,
+                Failure::Unknown(m) => {
+                    last = m.clone();
+                    unknown = Some(m);
+                }
+            }
+            self.set_leader(shard, None);
+            target = self.rotate_endpoint();
+            let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_millis(1000));
+        }
+        Err(match unknown {
+            Some(u) => Error::OutcomeUnknown(format!("{u} (last attempt: {last})")),
+            None => Error::Unavailable(last),
+        })
+    }
+
+    fn header(&self, sequence: u64, acked_below: u64) -> Option<RequestHeader> {
+        Some(RequestHeader {
+            cluster_id: self.inner.opts.cluster_id.clone(),
+            client_id: self.inner.client_id,
+            sequence,
+            acked_below,
+            forwarded: false,
+        })
+    }
+
+    /// Runs a write under a fresh sequence number, kept for all its retries.
+    async fn write<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, Error>
+    where
+        F: Fn(KvClient<Channel>, Option<RequestHeader>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let seq = self.inner.next_sequence.fetch_add(1, Ordering::Relaxed);
+        let acked_below = match self.inner.in_flight.lock() {
+            Ok(mut s) => {
+                s.insert(seq);
+                s.first().copied().unwrap_or(seq)
+            }
+            Err(_) => seq,
+        };
+        let header = self.header(seq, acked_below);
+        let result = self.call(Some(key), true, |c| f(c, header.clone())).await;
+        if let Ok(mut s) = self.inner.in_flight.lock() {
+            s.remove(&seq);
+        }
+        result
+    }
+
+    /// Reads a key.
+    pub async fn get(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Versioned>, Error> {
+        let key = key.into();
+        let req = GetRequest {
+            header: self.header(0, 0),
+            key: key.clone(),
+            serializable: consistency == ReadConsistency::Serializable,
+        };
+        let r = self
+            .call(Some(&key), false, |mut c| {
+                let req = req.clone();
+                async move { c.get(req).await }
+            })
+            .await?;
+        Ok(r.found.then_some(Versioned {
+            value: r.value,
+            version: r.version,
+        }))
+    }
+
+    /// Writes a key; returns its new version.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, Error> {
+        let (key, value) = (key.into(), value.into());
+        let r = self
+            .write(&key, |mut c, header| {
+                let req = PutRequest {
+                    header,
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                async move { c.put(req).await }
+            })
+            .await?;
+        Ok(r.version)
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, Error> {
+        let key = key.into();
+        let r = self
+            .write(&key, |mut c, header| {
+                let req = DeleteRequest {
+                    header,
+                    key: key.clone(),
+                };
+                async move { c.delete(req).await }
+            })
+            .await?;
+        Ok(r.existed)
+    }
+
+    /// Compare-and-swap: when the key matches `expect`, stores `new_value` (or deletes the key
+    /// when `None`).
+    pub async fn cas(
+        &self,
+        key: impl Into<Bytes>,
+        expect: Expect,
+        new_value: Option<Bytes>,
+    ) -> Result<CasOutcome, Error> {
+        let key = key.into();
+        let expected = match expect {
+            Expect::Value(v) => compare_and_swap_request::Expected::ExpectedValue(v),
+            Expect::Absent => compare_and_swap_request::Expected::ExpectAbsent(true),
+            Expect::Version(v) => compare_and_swap_request::Expected::ExpectedVersion(v),
+        };
+        let r = self
+            .write(&key, |mut c, header| {
+                let req = CompareAndSwapRequest {
+                    header,
+                    key: key.clone(),
+                    expected: Some(expected.clone()),
+                    new_value: new_value.clone(),
+                };
+                async move { c.compare_and_swap(req).await }
+            })
+            .await?;
+        Ok(CasOutcome {
+            succeeded: r.succeeded,
+            current: r.found.then_some(Versioned {
+                value: r.current_value,
+                version: r.current_version,
+            }),
+            new_version: r.new_version,
+        })
+    }
+
+    /// Keys starting with `prefix`, in key order, across all shards (0 = server maximum).
+    pub async fn scan(
+        &self,
+        prefix: impl Into<Bytes>,
+        limit: u32,
+        consistency: ReadConsistency,
+    ) -> Result<ScanPage, Error> {
+        let req = ScanRequest {
+            header: self.header(0, 0),
+            prefix: prefix.into(),
+            limit,
+            serializable: consistency == ReadConsistency::Serializable,
+            shard: None,
+        };
+        let r = self
+            .call(None, false, |mut c| {
+                let req = req.clone();
+                async move { c.scan(req).await }
+            })
+            .await?;
+        Ok(ScanPage {
+            items: r
+                .items
+                .into_iter()
+                .map(|i| KeyValue {
+                    key: i.key,
+                    value: i.value,
+                    version: i.version,
+                })
+                .collect(),
+            truncated: r.truncated,
+        })
+    }
+
+    /// One node's view of the cluster.
+    pub async fn status_of(&self, endpoint: &str) -> Result<StatusResponse, Error> {
+        let mut c = ClusterClient::new(self.channel(endpoint)?);
+        let budget = self.inner.opts.attempt_timeout.min(Duration::from_secs(3));
+        match tokio::time::timeout(budget, c.status(StatusRequest {})).await {
+            Ok(Ok(r)) => {
+                let s = r.into_inner();
+                self.learn(&s);
+                Ok(s)
+            }
+            Ok(Err(s)) => Err(Error::Unavailable(format!("{endpoint}: {}", s.message()))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "{endpoint}: no answer within {budget:?}"
+            ))),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.opts.endpoints
+    }
+}

@@ -1,0 +1,24 @@
+//! The client's error type. Each variant tells the caller what happened to a write:
+//! [`Error::Invalid`] and [`Error::Unavailable`] mean it certainly took no effect;
+//! [`Error::OutcomeUnknown`] means it may or may not have (never retry it blindly with a new
+//! identity: read the key to find out).
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The request was rejected as invalid; nothing was written. Do not retry.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No node could serve the request in time; nothing was written. Retry later.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The write may or may not have taken effect.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+}
+
+impl Error {
+    /// True when the operation certainly took no effect.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Error::OutcomeUnknown(_))
+    }
+}

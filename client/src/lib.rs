@@ -1,0 +1,19 @@
+//! `ringkv-client`: the async Rust client for RingKV, and the `ringkv` CLI.
+//!
+//! [`Client`] routes each key to its shard's leader directly (it computes the same
+//! consistent-hash ring as the servers and learns leaders from status and from hints in
+//! answers), retries within a bounded deadline, and classifies every failure strictly: a write
+//! is reported [`Error::OutcomeUnknown`] whenever any attempt might have reached a leader and no
+//! later attempt settled it.
+//!
+//! Retries of one write reuse its `(client_id, sequence)`, which the state machine applies at
+//! most once, so a retry can never apply a write twice.
+
+mod client;
+mod error;
+
+pub use client::{
+    CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
+};
+pub use error::Error;
+pub use ringkv_proto::pb::StatusResponse;

@@ -1,0 +1,242 @@
+//! `ringkv`: the RingKV command line.
+//!
+//! Exit codes (design section 8): 0 success; 1 a negative answer (key not found, compare
+//! failed); 2 usage error or input rejected as invalid; 3 cluster unavailable, timeout, or
+//! unknown outcome.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
+
+mod status;
+
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+#[derive(Parser, Debug)]
+#[command(name = "ringkv", version, about = "RingKV command line")]
+struct Cli {
+    /// Comma-separated HOST:PORT of cluster nodes.
+    #[arg(long, env = "RINGKV_ENDPOINTS", default_value = DEFAULT_ENDPOINTS, global = true)]
+    endpoints: String,
+    /// Refuse to talk to a cluster with another id.
+    #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "", global = true)]
+    cluster_id: String,
+    /// Give up on a request (retries included) after this long.
+    #[arg(long, default_value_t = 15_000, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write KEY = VALUE.
+    Put { key: String, value: String },
+    /// Print KEY's value (exit 1 when absent).
+    Get {
+        key: String,
+        /// Read from any replica; may be stale.
+        #[arg(long)]
+        serializable: bool,
+        /// Also print the key's version (to stderr).
+        #[arg(long)]
+        version: bool,
+    },
+    /// Delete KEY (exit 1 when it did not exist).
+    Del { key: String },
+    /// Compare-and-swap: set KEY to NEW_VALUE (or delete it with --delete) only if it matches.
+    Cas {
+        key: String,
+        new_value: Option<String>,
+        /// Current value must equal this.
+        #[arg(long, group = "expect")]
+        expect: Option<String>,
+        /// Key must be absent.
+        #[arg(long, group = "expect")]
+        expect_absent: bool,
+        /// Key's current version must equal this (0 = absent).
+        #[arg(long, group = "expect")]
+        expect_version: Option<u64>,
+        /// Delete the key instead of writing NEW_VALUE.
+        #[arg(long, conflicts_with = "new_value")]
+        delete: bool,
+    },
+    /// Print `key<TAB>value` lines of keys starting with PREFIX, in key order.
+    Scan {
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        serializable: bool,
+    },
+    /// Show nodes and shards: leaders, terms, log positions, reachability.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn exit_for(e: &Error) -> ExitCode {
+    eprintln!("ringkv: {e}");
+    match e {
+        Error::Invalid(_) => ExitCode::from(2),
+        Error::Unavailable(_) | Error::OutcomeUnknown(_) => ExitCode::from(3),
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("ringkv: {msg}");
+    ExitCode::from(2)
+}
+
+fn print_value(v: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(v);
+    let _ = out.write_all(b"\n");
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut opts = ClientOptions::new(endpoints);
+    opts.cluster_id = cli.cluster_id.clone();
+    opts.request_timeout = Duration::from_millis(cli.timeout_ms);
+    opts.attempt_timeout = opts.request_timeout.min(Duration::from_secs(12));
+    let client = match Client::new(opts) {
+        Ok(c) => c,
+        Err(e) => return exit_for(&e),
+    };
+    match cli.command {
+        Command::Put { key, value } => match client.put(key, value).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => exit_for(&e),
+        },
+        Command::Get {
+            key,
+            serializable,
+            version,
+        } => {
+            let c = if serializable {
+                ReadConsistency::Serializable
+            } else {
+                ReadConsistency::Linearizable
+            };
+            match client.get(key, c).await {
+                Ok(Some(v)) => {
+                    print_value(&v.value);
+                    if version {
+                        eprintln!("version {}", v.version);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!("ringkv: not found");
+                    ExitCode::from(1)
+                }
+                Err(e) => exit_for(&e),
+            }
+        }
+        Command::Del { key } => match client.delete(key).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("ringkv: not found");
+                ExitCode::from(1)
+            }
+            Err(e) => exit_for(&e),
+        },
+        Command::Cas {
+            key,
+            new_value,
+            expect,
+            expect_absent,
+            expect_version,
+            delete,
+        } => {
+            let expect = match (expect, expect_absent, expect_version) {
+                (Some(v), false, None) => Expect::Value(Bytes::from(v)),
+                (None, true, None) => Expect::Absent,
+                (None, false, Some(n)) => Expect::Version(n),
+                _ => {
+                    return usage(
+                        "cas needs exactly one of --expect, --expect-absent, --expect-version",
+                    );
+                }
+            };
+            let new_value = match (new_value, delete) {
+                (Some(v), false) => Some(Bytes::from(v)),
+                (None, true) => None,
+                _ => return usage("cas needs NEW_VALUE or --delete"),
+            };
+            match client.cas(key, expect, new_value).await {
+                Ok(o) if o.succeeded => ExitCode::SUCCESS,
+                Ok(o) => {
+                    match o.current {
+                        Some(cur) => eprintln!(
+                            "ringkv: compare failed: current version {} value {}",
+                            cur.version,
+                            String::from_utf8_lossy(&cur.value)
+                        ),
+                        None => eprintln!("ringkv: compare failed: key is absent"),
+                    }
+                    ExitCode::from(1)
+                }
+                Err(e) => exit_for(&e),
+            }
+        }
+        Command::Scan {
+            prefix,
+            limit,
+            serializable,
+        } => {
+            let c = if serializable {
+                ReadConsistency::Serializable
+            } else {
+                ReadConsistency::Linearizable
+            };
+            match client.scan(prefix, limit, c).await {
+                Ok(page) => {
+                    let mut out = std::io::stdout().lock();
+                    for kv in &page.items {
+                        let _ = out.write_all(&kv.key);
+                        let _ = out.write_all(b"\t");
+                        let _ = out.write_all(&kv.value);
+                        let _ = out.write_all(b"\n");
+                    }
+                    if page.truncated {
+                        eprintln!(
+                            "ringkv: output truncated at {} keys (raise --limit)",
+                            page.items.len()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => exit_for(&e),
+            }
+        }
+        Command::Status { json } => status::run(&client, json).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("ringkv: cannot start runtime: {e}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! `ringkv-proto`: the wire contract shared by server, client and harness.
+//!
+//! - [`pb`]: generated protobuf/gRPC code for the client API (`Kv`, `Cluster`) and the internal
+//!   Raft transport (`Raft`).
+//! - [`ring`]: the consistent-hash ring that maps a key to its shard. It lives here because the
+//!   mapping is part of the contract: the client routes a key to its shard's leader by computing
+//!   the same ring the servers use.
+//! - [`meta`]: the metadata keys that carry error kinds and leader hints.
+
+pub mod meta;
+pub mod ring;
+
+/// Generated code for package `ringkv.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("ringkv.v1");
+}

@@ -1,0 +1,26 @@
+//! Metadata keys (lowercase ASCII) that RingKV puts on gRPC statuses and responses.
+//!
+//! Every error status from a RingKV server carries [`ERROR_KIND`], so a client can tell a
+//! definite failure from an unknown outcome without parsing messages.
+
+/// The error kind, one of the `KIND_*` values below.
+pub const ERROR_KIND: &str = "x-ringkv-error";
+/// The id of the shard's leader, when known.
+pub const LEADER_ID: &str = "x-ringkv-leader-id";
+/// The client address of the shard's leader, when known.
+pub const LEADER_ADDR: &str = "x-ringkv-leader-addr";
+
+/// Input rejected; nothing was written. Do not retry.
+pub const KIND_INVALID: &str = "invalid";
+/// This node does not lead the shard; retry at the leader (definitely not applied).
+pub const KIND_NOT_LEADER: &str = "not_leader";
+/// No leader is known right now; retry later (definitely not applied).
+pub const KIND_NO_LEADER: &str = "no_leader";
+/// Too much in flight; retry later with backoff (definitely not applied).
+pub const KIND_OVERLOADED: &str = "overloaded";
+/// The write may or may not have been applied.
+pub const KIND_OUTCOME_UNKNOWN: &str = "outcome_unknown";
+/// The node is shutting down; retry elsewhere (definitely not applied).
+pub const KIND_SHUTTING_DOWN: &str = "shutting_down";
+/// A storage or internal error; the shard is out of service on this node.
+pub const KIND_INTERNAL: &str = "internal";

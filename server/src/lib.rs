@@ -1,0 +1,22 @@
+//! `ringkv-server`: a RingKV node.
+//!
+//! Layout (one concept per module): [`config`] and [`identity`] (what a node is), [`node`]
+//! (wiring and shutdown), [`shard`] (one Raft group: log store, state machine, snapshots,
+//! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
+//! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`dev`] (a local
+//! cluster for development).
+//!
+//! Not here yet: admin HTTP endpoint and metrics, membership changes, backup and restore.
+
+pub mod balancer;
+pub mod codec;
+pub mod config;
+pub mod dev;
+pub mod identity;
+pub mod network;
+pub mod node;
+pub mod router;
+pub mod service;
+pub mod shard;
+pub mod storage;
+pub mod typ;

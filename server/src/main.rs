@@ -1,0 +1,97 @@
+//! `ringkv-server`: run one node, or `dev` to run a local cluster.
+
+use clap::{Parser, Subcommand};
+use ringkv_server::config::NodeArgs;
+use ringkv_server::dev::{self, DevArgs};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringkv-server",
+    version,
+    about = "A RingKV node",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local cluster as child processes on 127.0.0.1 and wait for Ctrl-C.
+    Dev(DevArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringkv-server: cannot start runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Dev(args)) => {
+                init_logging("text");
+                dev::run(args, shutdown_signal()).await
+            }
+            None => {
+                let cfg = cli.node.validate()?;
+                init_logging(&cli.node.log_format);
+                let listener = tokio::net::TcpListener::bind(&cfg.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+                ringkv_server::node::run(cfg, listener, shutdown_signal()).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringkv-server: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

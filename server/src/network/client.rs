@@ -1,0 +1,268 @@
+//! The sending side of the Raft transport: openraft's `RaftNetworkV2` for one (target, shard).
+//!
+//! Error mapping (it decides openraft's backoff): a peer that is down, refuses the envelope, or
+//! whose Raft group has stopped is `Unreachable` (openraft backs off); a call that timed out or
+//! broke mid-way is a `NetworkError` (openraft retries soon).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{OptionalSend, RaftNetworkV2};
+use ringkv_proto::pb::raft_client::RaftClient;
+use ringkv_proto::pb::{RaftRequest, SnapshotChunk, SnapshotHead, snapshot_chunk};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncReadExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::codec::{decode, encode};
+use crate::network::Reply;
+use crate::network::pool::{ChannelPool, Purpose};
+use crate::shard::snapshot::SnapshotFile;
+use crate::typ::{Node, NodeId, Snapshot, TypeConfig, Vote};
+
+/// Bytes per snapshot chunk on the wire.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// A whole snapshot transfer must finish within this.
+const SNAPSHOT_TRANSFER_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+/// Chunks buffered between the file reader and the gRPC stream.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What every Raft client of this node shares.
+pub struct NetContext {
+    pub cluster_id: String,
+    pub self_id: NodeId,
+    pub pool: ChannelPool,
+    pub message_bytes_max: usize,
+}
+
+/// Builds clients for one shard.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub ctx: Arc<NetContext>,
+    pub shard: u32,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient::new(self, target, node, Purpose::Raft)
+    }
+
+    async fn new_snapshot_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient::new(self, target, node, Purpose::Snapshot)
+    }
+}
+
+/// A client for one target node and one shard. Construction never touches the network.
+pub struct PeerClient {
+    ctx: Arc<NetContext>,
+    shard: u32,
+    target: NodeId,
+    addr: String,
+    purpose: Purpose,
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Vote,
+    PreVote,
+    Append,
+    TransferLeader,
+}
+
+fn unreachable(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(&e))
+}
+
+fn network(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+fn map_status(s: tonic::Status) -> RPCError<TypeConfig> {
+    match s.code() {
+        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => network(s),
+        _ => unreachable(s),
+    }
+}
+
+impl PeerClient {
+    fn new(f: &NetworkFactory, target: NodeId, node: &Node, purpose: Purpose) -> Self {
+        PeerClient {
+            ctx: f.ctx.clone(),
+            shard: f.shard,
+            target,
+            addr: node.addr.clone(),
+            purpose,
+        }
+    }
+
+    fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        let channel = self
+            .ctx
+            .pool
+            .channel(&self.addr, self.purpose)
+            .map_err(unreachable)?;
+        Ok(RaftClient::new(channel)
+            .max_decoding_message_size(self.ctx.message_bytes_max)
+            .max_encoding_message_size(self.ctx.message_bytes_max))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let envelope = RaftRequest {
+            cluster_id: self.ctx.cluster_id.clone(),
+            shard_id: self.shard,
+            from: self.ctx.self_id,
+            to: self.target,
+            payload: encode(req).map_err(network)?.into(),
+        };
+        let mut request = tonic::Request::new(envelope);
+        request.set_timeout(timeout);
+        let mut client = self.client()?;
+        let fut = async move {
+            match method {
+                Method::Vote => client.vote(request).await,
+                Method::PreVote => client.pre_vote(request).await,
+                Method::Append => client.append(request).await,
+                Method::TransferLeader => client.transfer_leader(request).await,
+            }
+        };
+        // The gRPC deadline normally fires first; this bounds the call even if it does not.
+        let reply = match tokio::time::timeout(timeout + Duration::from_millis(50), fut).await {
+            Ok(r) => r.map_err(map_status)?,
+            Err(e) => return Err(network(e)),
+        };
+        match decode::<Reply<Resp>>(&reply.into_inner().payload).map_err(network)? {
+            Reply::Ok(r) => Ok(r),
+            Reply::Err(e) => Err(unreachable(std::io::Error::other(e))),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Method::TransferLeader, &req, option.hard_ttl())
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let to_streaming = |e: RPCError<TypeConfig>| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        };
+        let net_err = |e: std::io::Error| StreamingError::Network(NetworkError::new(&e));
+        let size_bytes = snapshot.snapshot.size_bytes().map_err(net_err)?;
+        let head = SnapshotHead {
+            cluster_id: self.ctx.cluster_id.clone(),
+            shard_id: self.shard,
+            from: self.ctx.self_id,
+            to: self.target,
+            vote: encode(&vote).map_err(net_err)?.into(),
+            meta: encode(&snapshot.meta).map_err(net_err)?.into(),
+            size_bytes,
+        };
+        let std_file = snapshot.snapshot.file.try_clone().map_err(net_err)?;
+        let mut file = tokio::fs::File::from_std(std_file);
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncSeekExt;
+            let head = SnapshotChunk {
+                part: Some(snapshot_chunk::Part::Head(head)),
+            };
+            if tx.send(head).await.is_err() {
+                return;
+            }
+            if file.seek(std::io::SeekFrom::Start(0)).await.is_err() {
+                return;
+            }
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+                let n = match file.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.truncate(n);
+                let chunk = SnapshotChunk {
+                    part: Some(snapshot_chunk::Part::Data(buf.into())),
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut client = self.client().map_err(to_streaming)?;
+        let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let timeout = Duration::from_millis(SNAPSHOT_TRANSFER_TIMEOUT_MS);
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, send) => r,
+            closed = cancel => {
+                reader.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        reader.abort();
+        let reply = match result {
+            Ok(r) => r.map_err(|s| to_streaming(map_status(s)))?,
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        };
+        match decode::<Reply<SnapshotResponse<TypeConfig>>>(&reply.into_inner().payload)
+            .map_err(net_err)?
+        {
+            Reply::Ok(r) => Ok(r),
+            Reply::Err(e) => Err(StreamingError::Unreachable(Unreachable::new(
+                &std::io::Error::other(e),
+            ))),
+        }
+    }
+}

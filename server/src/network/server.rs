@@ -1,0 +1,203 @@
+//! The receiving side of the Raft transport: the `Raft` gRPC service.
+//!
+//! Every call is checked before it reaches openraft: the cluster id must be ours, the receiver
+//! must be this node, and the shard must exist. A received snapshot is written to a temporary
+//! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
+//! because openraft treats a bad snapshot as fatal.
+
+use ringkv_proto::pb::raft_server::Raft as RaftRpc;
+use ringkv_proto::pb::{RaftReply, RaftRequest, SnapshotChunk, snapshot_chunk};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::{decode, encode};
+use crate::network::Reply;
+use crate::shard::snapshot::{self, SnapshotFile};
+use crate::shard::{Shard, Shards};
+use crate::typ::{NodeId, Snapshot, SnapshotMeta, Vote};
+
+/// The largest snapshot a node accepts.
+const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
+
+pub struct RaftService {
+    pub cluster_id: String,
+    pub self_id: NodeId,
+    pub shards: Shards,
+}
+
+fn reply<T: Serialize, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<Response<RaftReply>, Status> {
+    let body = match r {
+        Ok(v) => Reply::Ok(v),
+        Err(e) => Reply::Err(e.to_string()),
+    };
+    let payload = encode(&body).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftReply {
+        payload: payload.into(),
+    }))
+}
+
+impl RaftService {
+    fn check(&self, cluster_id: &str, shard_id: u32, to: NodeId) -> Result<&Shard, Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "wrong cluster id {cluster_id:?}: this node belongs to {:?}",
+                self.cluster_id
+            )));
+        }
+        if to != self.self_id {
+            return Err(Status::failed_precondition(format!(
+                "message for node {to} reached node {}",
+                self.self_id
+            )));
+        }
+        self.shards
+            .get(shard_id as usize)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &RaftRequest,
+    ) -> Result<(&Shard, T), Status> {
+        let shard = self.check(&req.cluster_id, req.shard_id, req.to)?;
+        let body = decode(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))?;
+        Ok((shard, body))
+    }
+
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let head = match stream.message().await? {
+            Some(SnapshotChunk {
+                part: Some(snapshot_chunk::Part::Head(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "snapshot stream must start with its head",
+                ));
+            }
+        };
+        let shard = self
+            .check(&head.cluster_id, head.shard_id, head.to)?
+            .clone();
+        if head.size_bytes > SNAPSHOT_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "snapshot of {} bytes is over the limit of {SNAPSHOT_BYTES_MAX}",
+                head.size_bytes
+            )));
+        }
+        let vote: Vote = decode(&head.vote).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let meta: SnapshotMeta =
+            decode(&head.meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let dir = shard.sm.snapshot_dir().join("incoming");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("from-{}-{nanos}.tmp", head.from));
+        let result = async {
+            let mut file = tokio::fs::File::create(&path).await?;
+            let mut written = 0u64;
+            while let Some(chunk) = stream.message().await.map_err(std::io::Error::other)? {
+                let Some(snapshot_chunk::Part::Data(data)) = chunk.part else {
+                    return Err(std::io::Error::other("second head in snapshot stream"));
+                };
+                written += data.len() as u64;
+                if written > head.size_bytes {
+                    return Err(std::io::Error::other("snapshot longer than announced"));
+                }
+                file.write_all(&data).await?;
+            }
+            if written != head.size_bytes {
+                return Err(std::io::Error::other(format!(
+                    "snapshot stream ended after {written} of {} bytes",
+                    head.size_bytes
+                )));
+            }
+            file.sync_all().await?;
+            drop(file);
+            let p = path.clone();
+            let file = tokio::task::spawn_blocking(move || -> std::io::Result<SnapshotFile> {
+                let mut f = SnapshotFile::open(p)?;
+                let file_meta = snapshot::verify(&mut f.file)?;
+                if file_meta != meta {
+                    return Err(std::io::Error::other("snapshot meta differs from its head"));
+                }
+                Ok(f)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            Ok(file)
+        }
+        .await;
+        let file = match result {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                tracing::warn!(shard = shard.id, from = head.from, error = %e, "snapshot refused");
+                return Err(Status::invalid_argument(format!("snapshot refused: {e}")));
+            }
+        };
+        tracing::info!(
+            shard = shard.id,
+            from = head.from,
+            bytes = head.size_bytes,
+            "snapshot received"
+        );
+        let snap = Snapshot {
+            meta: file_meta_of(&file)?,
+            snapshot: file,
+        };
+        reply(shard.raft.install_full_snapshot(vote, snap).await)
+    }
+}
+
+fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
+    let mut f = file
+        .file
+        .try_clone()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let reader = snapshot::Reader::open(&mut f).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(reader.meta)
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (shard, body) = self.open(request.get_ref())?;
+        reply(shard.raft.vote(body).await)
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (shard, body) = self.open(request.get_ref())?;
+        reply(shard.raft.pre_vote(body).await)
+    }
+
+    async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let (shard, body) = self.open(request.get_ref())?;
+        reply(shard.raft.append_entries(body).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let (shard, body) = self.open(request.get_ref())?;
+        reply(shard.raft.handle_transfer_leader(body).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftReply>, Status> {
+        self.receive_snapshot(request.into_inner()).await
+    }
+}

@@ -1,0 +1,235 @@
+//! A RingKV node: wires storage, shards, transport and services, and owns shutdown.
+//!
+//! Start-up order: check the data directory's identity, open sled and the flush coordinator,
+//! build one Raft replica per shard, serve gRPC on the already-bound listener, then (on the
+//! node with the lowest id of a new cluster) initialize every shard with all peers as voters.
+//! Shutdown: stop admitting requests, hand off leadership, stop the gRPC server and every Raft
+//! group, flush sled, return.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use ringkv_proto::pb::cluster_server::ClusterServer;
+use ringkv_proto::pb::kv_server::KvServer;
+use ringkv_proto::pb::raft_server::RaftServer;
+use ringkv_proto::ring::Ring;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::balancer;
+use crate::config::Config;
+use crate::identity;
+use crate::network::client::{NetContext, NetworkFactory};
+use crate::network::pool::ChannelPool;
+use crate::network::server::RaftService;
+use crate::router::Router;
+use crate::service::cluster::ClusterService;
+use crate::service::kv::KvService;
+use crate::shard::log_store::LogStore;
+use crate::shard::state_machine::StateMachine;
+use crate::shard::{Shard, Shards};
+use crate::storage::flush::FlushCoordinator;
+use crate::typ::Raft;
+
+/// gRPC messages (Raft appends, forwarded scans) are capped at this.
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// How long shutdown waits for leadership hand-off.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let c = openraft::Config {
+        cluster_name: cfg.cluster_id.clone(),
+        heartbeat_interval: cfg.heartbeat_interval_ms,
+        election_timeout_min: cfg.election_timeout_ms,
+        election_timeout_max: cfg.election_timeout_ms * 2,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        max_payload_entries: 512,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().context("raft configuration")?))
+}
+
+async fn open_shards(
+    cfg: &Config,
+    db: &sled::Db,
+    flush: &FlushCoordinator,
+    ctx: &Arc<NetContext>,
+) -> anyhow::Result<Shards> {
+    let raft_cfg = raft_config(cfg)?;
+    let mut shards = Vec::with_capacity(cfg.shards as usize);
+    for id in 0..cfg.shards {
+        let log = LogStore::open(db, id, flush.clone())?;
+        let sm = StateMachine::open(
+            db,
+            id,
+            cfg.data_dir.join("snap").join(id.to_string()),
+            flush.clone(),
+        )?;
+        let net = NetworkFactory {
+            ctx: ctx.clone(),
+            shard: id,
+        };
+        let raft = Raft::new(cfg.id, raft_cfg.clone(), net, log, sm.clone())
+            .await
+            .with_context(|| format!("starting shard {id}"))?;
+        shards.push(Shard { id, raft, sm });
+    }
+    Ok(Arc::new(shards))
+}
+
+/// Runs a node until `shutdown` resolves, then shuts it down gracefully.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let fresh = identity::check_or_create(&cfg.data_dir, &cfg)?;
+    tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
+        data_dir = %cfg.data_dir.display(), fresh, "starting node");
+    let db_dir = cfg.data_dir.join("db");
+    let db = sled::Config::new()
+        .path(&db_dir)
+        .cache_capacity(cfg.cache_mb * 1024 * 1024)
+        .flush_every_ms(Some(500))
+        .open()
+        .with_context(|| format!("opening sled at {}", db_dir.display()))?;
+    let flush = FlushCoordinator::start(db.clone(), &db_dir)?;
+    let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
+    let ctx = Arc::new(NetContext {
+        cluster_id: cfg.cluster_id.clone(),
+        self_id: cfg.id,
+        pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
+        message_bytes_max: MESSAGE_BYTES_MAX,
+    });
+    let shards = open_shards(&cfg, &db, &flush, &ctx).await?;
+    let router = Arc::new(Router {
+        self_id: cfg.id,
+        ring: Ring::new(cfg.shards, cfg.ring_vnodes),
+        shards: shards.clone(),
+        pool,
+        message_bytes_max: MESSAGE_BYTES_MAX,
+    });
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let kv = KvService {
+        cluster_id: cfg.cluster_id.clone(),
+        router: router.clone(),
+        limits: cfg.limits,
+        write_timeout: Duration::from_millis(cfg.write_timeout_ms),
+        read_timeout: Duration::from_millis(cfg.read_timeout_ms),
+        admission: Arc::new(Semaphore::new(cfg.inflight_requests_max)),
+        shutting_down: shutting_down.clone(),
+    };
+    let cluster = ClusterService {
+        cluster_id: cfg.cluster_id.clone(),
+        router: router.clone(),
+        peers: cfg.peers.clone(),
+    };
+    let raft_rpc = RaftService {
+        cluster_id: cfg.cluster_id.clone(),
+        self_id: cfg.id,
+        shards: shards.clone(),
+    };
+
+    let cancel = CancellationToken::new();
+    let server_cancel = cancel.clone();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
+            .add_service(ClusterServer::new(cluster))
+            .add_service(
+                RaftServer::new(raft_rpc)
+                    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            )
+            .serve_with_incoming_shutdown(incoming, async move { server_cancel.cancelled().await }),
+    );
+
+    bootstrap(&cfg, &shards).await?;
+    let balancer = tokio::spawn(balancer::run(cfg.id, shards.clone(), cancel.clone()));
+
+    shutdown.await;
+    tracing::info!(node = cfg.id, "shutdown requested");
+    shutting_down.store(true, Ordering::Relaxed);
+    hand_off_leadership(cfg.id, &shards).await;
+    cancel.cancel();
+    let _ = balancer.await;
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        Ok(Ok(())) => {}
+    }
+    for shard in shards.iter() {
+        if let Err(e) = shard.raft.shutdown().await {
+            tracing::warn!(shard = shard.id, error = %e, "raft shutdown failed");
+        }
+    }
+    flush.flush().await.context("final flush")?;
+    tracing::info!(node = cfg.id, "node stopped");
+    Ok(())
+}
+
+/// On a new cluster, the node with the lowest id initializes every shard with all peers.
+async fn bootstrap(cfg: &Config, shards: &Shards) -> anyhow::Result<()> {
+    let first = cfg.peers.keys().next().copied();
+    if first != Some(cfg.id) {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, BasicNode> = cfg
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    for shard in shards.iter() {
+        if shard.raft.is_initialized().await? {
+            continue;
+        }
+        shard
+            .raft
+            .initialize(members.clone())
+            .await
+            .with_context(|| format!("initializing shard {}", shard.id))?;
+        tracing::info!(shard = shard.id, members = ?members.keys().collect::<Vec<_>>(), "shard initialized");
+    }
+    Ok(())
+}
+
+/// Moves leadership of every shard this node leads to another voter, waiting a bounded time.
+async fn hand_off_leadership(self_id: u64, shards: &Shards) {
+    let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+    for shard in shards.iter() {
+        let m = shard.metrics();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let target = m
+            .replication
+            .as_ref()
+            .and_then(|r| {
+                r.iter()
+                    .filter(|(id, _)| **id != self_id)
+                    .max_by_key(|(_, l)| l.as_ref().map(|l| l.index()))
+            })
+            .map(|(id, _)| *id);
+        if let Some(to) = target {
+            let _ = shard.raft.trigger().transfer_leader(to).await;
+        }
+    }
+    for shard in shards.iter() {
+        while shard.metrics().state == ServerState::Leader && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The service error type and the one table that maps it to gRPC statuses.
+//!
+//! Each variant tells the caller what to do: fix the input, retry at the leader, retry later,
+//! or treat the write's outcome as unknown. The kind travels in metadata
+//! (`ringkv_proto::meta::ERROR_KIND`) so clients never parse messages.
+
+use ringkv_proto::meta;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// Input rejected; nothing was written. Do not retry.
+    #[error("{0}")]
+    Invalid(String),
+    /// Retry at the named leader; nothing was written.
+    #[error("node does not lead shard {shard}; leader is node {leader_id} at {leader_addr}")]
+    NotLeader {
+        shard: u32,
+        leader_id: u64,
+        leader_addr: String,
+    },
+    /// Retry later; nothing was written.
+    #[error("shard {shard} has no reachable leader: {reason}")]
+    NoLeader { shard: u32, reason: String },
+    /// Retry later with backoff; nothing was written.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The write may or may not take effect.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Retry on another node; nothing was written.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// The shard is out of service on this node (storage error or stopped group).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<KvError> for Status {
+    fn from(e: KvError) -> Status {
+        let (code, kind) = match &e {
+            KvError::Invalid(_) => (Code::InvalidArgument, meta::KIND_INVALID),
+            KvError::NotLeader { .. } => (Code::FailedPrecondition, meta::KIND_NOT_LEADER),
+            KvError::NoLeader { .. } => (Code::Unavailable, meta::KIND_NO_LEADER),
+            KvError::Overloaded(_) => (Code::ResourceExhausted, meta::KIND_OVERLOADED),
+            KvError::OutcomeUnknown(_) => (Code::Unknown, meta::KIND_OUTCOME_UNKNOWN),
+            KvError::ShuttingDown => (Code::Unavailable, meta::KIND_SHUTTING_DOWN),
+            KvError::Internal(_) => (Code::Internal, meta::KIND_INTERNAL),
+        };
+        let mut status = Status::new(code, e.to_string());
+        let md = status.metadata_mut();
+        md.insert(meta::ERROR_KIND, MetadataValue::from_static(kind));
+        if let KvError::NotLeader {
+            leader_id,
+            leader_addr,
+            ..
+        } = &e
+        {
+            md.insert(meta::LEADER_ID, MetadataValue::from(*leader_id));
+            if let Ok(v) = leader_addr.parse() {
+                md.insert(meta::LEADER_ADDR, v);
+            }
+        }
+        status
+    }
+}

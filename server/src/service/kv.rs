@@ -1,0 +1,552 @@
+//! The `Kv` gRPC service: validate, pick the shard, serve locally when this replica leads it,
+//! otherwise forward one hop to the leader.
+//!
+//! Writes go through `client_write` (majority fsync, then apply); linearizable reads pass a
+//! ReadIndex barrier (`ensure_linearizable`) and then read the local state machine;
+//! serializable reads read the local replica directly. A forwarded request carries
+//! `forwarded = true` and is never forwarded again. Every wait is bounded by a deadline.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use prost::Message;
+use ringkv_proto::meta;
+use ringkv_proto::pb::kv_client::KvClient;
+use ringkv_proto::pb::kv_server::Kv;
+use ringkv_proto::pb::{
+    CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetRequest,
+    GetResponse, KeyValue, PutRequest, PutResponse, RequestHeader, ScanRequest, ScanResponse,
+    compare_and_swap_request,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::router::{Route, Router};
+use crate::service::error::KvError;
+use crate::service::limits::Limits;
+use crate::shard::Shard;
+use crate::shard::command::{Command, CommandResponse, Expected, Op};
+
+/// Bytes of items one scan response carries at most; beyond it the scan is truncated.
+const SCAN_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+pub struct KvService {
+    pub cluster_id: String,
+    pub router: Arc<Router>,
+    pub limits: Limits,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+    pub admission: Arc<Semaphore>,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn forwarded(header: &Option<RequestHeader>) -> bool {
+    header.as_ref().is_some_and(|h| h.forwarded)
+}
+
+fn mark_forwarded(header: &mut Option<RequestHeader>) {
+    header.get_or_insert_with(RequestHeader::default).forwarded = true;
+}
+
+/// Whether a failed forward may have executed (writes) or certainly did not matter (reads).
+#[derive(Clone, Copy, PartialEq)]
+enum Effect {
+    Read,
+    Write,
+}
+
+impl KvService {
+    fn admit(
+        &self,
+        header: &Option<RequestHeader>,
+        encoded_len: usize,
+    ) -> Result<OwnedSemaphorePermit, KvError> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err(KvError::ShuttingDown);
+        }
+        if let Some(h) = header {
+            if !h.cluster_id.is_empty() && h.cluster_id != self.cluster_id {
+                return Err(KvError::Invalid(format!(
+                    "wrong cluster id {:?}: this node belongs to cluster {:?}",
+                    h.cluster_id, self.cluster_id
+                )));
+            }
+        }
+        self.limits.check_request(encoded_len)?;
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            KvError::Overloaded(format!(
+                "too many requests in flight on this node (inflight_requests_max reached)"
+            ))
+        })
+    }
+
+    /// Proposes `op` on its shard. `Err(NotLeader)` means it certainly was not applied.
+    async fn propose(
+        &self,
+        shard: &Shard,
+        header: &Option<RequestHeader>,
+        op: Op,
+    ) -> Result<CommandResponse, KvError> {
+        let h = header.clone().unwrap_or_default();
+        let cmd = Command {
+            client_id: h.client_id,
+            sequence: h.sequence,
+            acked_below: h.acked_below,
+            stamped_ms: now_ms(),
+            op,
+        };
+        let result =
+            match tokio::time::timeout(self.write_timeout, shard.raft.client_write(cmd)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(KvError::OutcomeUnknown(format!(
+                        "no commit within write_timeout_ms={}",
+                        self.write_timeout.as_millis()
+                    )));
+                }
+            };
+        match result {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.router.self_id => {
+                        Err(KvError::NotLeader {
+                            shard: shard.id,
+                            leader_id: id,
+                            leader_addr: node.addr,
+                        })
+                    }
+                    _ => Err(KvError::NoLeader {
+                        shard: shard.id,
+                        reason: "election in progress".into(),
+                    }),
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(
+                KvError::OutcomeUnknown("leadership changed before the write committed".into()),
+            ),
+            Err(RaftError::APIError(e)) => Err(KvError::Internal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(KvError::Internal(format!(
+                "shard {} stopped: {e}",
+                shard.id
+            ))),
+        }
+    }
+
+    /// Waits until a linearizable read of `shard` may be served from the local replica.
+    async fn read_barrier(&self, shard: &Shard) -> Result<(), KvError> {
+        let barrier = shard.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let result = match tokio::time::timeout(self.read_timeout, barrier).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(KvError::NoLeader {
+                    shard: shard.id,
+                    reason: format!(
+                        "read barrier not confirmed within read_timeout_ms={}",
+                        self.read_timeout.as_millis()
+                    ),
+                });
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) if id != self.router.self_id => {
+                        Err(KvError::NotLeader {
+                            shard: shard.id,
+                            leader_id: id,
+                            leader_addr: node.addr,
+                        })
+                    }
+                    _ => Err(KvError::NoLeader {
+                        shard: shard.id,
+                        reason: "election in progress".into(),
+                    }),
+                }
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                Err(KvError::NoLeader {
+                    shard: shard.id,
+                    reason: e.to_string(),
+                })
+            }
+            Err(RaftError::Fatal(e)) => Err(KvError::Internal(format!(
+                "shard {} stopped: {e}",
+                shard.id
+            ))),
+        }
+    }
+
+    /// Forwards a request to the leader at `addr`; the leader's own errors pass through.
+    async fn forward<T, F, Fut>(
+        &self,
+        addr: &str,
+        leader_id: u64,
+        effect: Effect,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let client = self.router.kv_client(addr)?;
+        let timeout = self.write_timeout.max(self.read_timeout) + Duration::from_millis(500);
+        let result = match tokio::time::timeout(timeout, call(client)).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded("forwarded request timed out")),
+        };
+        match result {
+            Ok(mut resp) => {
+                let md = resp.metadata_mut();
+                md.insert(meta::LEADER_ID, leader_id.into());
+                if let Ok(v) = addr.parse() {
+                    md.insert(meta::LEADER_ADDR, v);
+                }
+                Ok(resp)
+            }
+            // The leader answered with a RingKV error: pass it on as it is.
+            Err(s) if s.metadata().contains_key(meta::ERROR_KIND) => Err(s),
+            Err(s) => Err(match effect {
+                Effect::Read => KvError::NoLeader {
+                    shard: 0,
+                    reason: format!("leader {addr} unreachable: {}", s.message()),
+                },
+                Effect::Write => KvError::OutcomeUnknown(format!(
+                    "lost contact with leader {addr}: {}",
+                    s.message()
+                )),
+            }
+            .into()),
+        }
+    }
+
+    /// Runs a write locally or at the leader.
+    async fn write<T, F, Fut>(
+        &self,
+        header: &Option<RequestHeader>,
+        op: Op,
+        local: impl FnOnce(CommandResponse) -> Result<T, KvError>,
+        remote: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let shard = self.router.shard_for_key(op.key());
+        let err = match self.router.route(shard) {
+            Route::Remote {
+                leader_id, addr, ..
+            } => KvError::NotLeader {
+                shard: shard.id,
+                leader_id,
+                leader_addr: addr,
+            },
+            Route::Local(shard) => match self.propose(shard, header, op).await {
+                Ok(CommandResponse::Expired) => {
+                    return Err(KvError::Invalid(
+                        "sequence already acknowledged to this client; stale duplicate ignored"
+                            .into(),
+                    )
+                    .into());
+                }
+                Ok(resp) => return Ok(Response::new(local(resp)?)),
+                Err(e) => e,
+            },
+        };
+        match err {
+            KvError::NotLeader {
+                leader_id,
+                leader_addr,
+                ..
+            } if !forwarded(header) => {
+                self.forward(&leader_addr, leader_id, Effect::Write, remote)
+                    .await
+            }
+            e => Err(e.into()),
+        }
+    }
+}
+
+fn unexpected(r: CommandResponse) -> KvError {
+    KvError::Internal(format!("state machine answered {r:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    #[tracing::instrument(skip_all, fields(op = "get"))]
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let mut req = request.into_inner();
+        let _permit = self.admit(&req.header, req.encoded_len())?;
+        self.limits.check_key(&req.key)?;
+        let shard = self.router.shard_for_key(&req.key);
+        let read = |shard: &Shard| -> Result<GetResponse, KvError> {
+            Ok(
+                match shard
+                    .sm
+                    .get(&req.key)
+                    .map_err(|e| KvError::Internal(e.to_string()))?
+                {
+                    Some(v) => GetResponse {
+                        found: true,
+                        value: v.value,
+                        version: v.version,
+                    },
+                    None => GetResponse {
+                        found: false,
+                        value: Bytes::new(),
+                        version: 0,
+                    },
+                },
+            )
+        };
+        if req.serializable {
+            return Ok(Response::new(read(shard)?));
+        }
+        let err = match self.router.route(shard) {
+            Route::Remote {
+                leader_id, addr, ..
+            } => KvError::NotLeader {
+                shard: shard.id,
+                leader_id,
+                leader_addr: addr,
+            },
+            Route::Local(shard) => match self.read_barrier(shard).await {
+                Ok(()) => return Ok(Response::new(read(shard)?)),
+                Err(e) => e,
+            },
+        };
+        match err {
+            KvError::NotLeader {
+                leader_id,
+                leader_addr,
+                ..
+            } if !forwarded(&req.header) => {
+                mark_forwarded(&mut req.header);
+                self.forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
+                    c.get(req).await
+                })
+                .await
+            }
+            e => Err(e.into()),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(op = "put"))]
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let mut req = request.into_inner();
+        let _permit = self.admit(&req.header, req.encoded_len())?;
+        self.limits.check_key(&req.key)?;
+        self.limits.check_value(&req.value)?;
+        let op = Op::Put {
+            key: req.key.clone(),
+            value: req.value.clone(),
+        };
+        let header = req.header.clone();
+        mark_forwarded(&mut req.header);
+        self.write(
+            &header,
+            op,
+            |r| match r {
+                CommandResponse::Put { version } => Ok(PutResponse { version }),
+                other => Err(unexpected(other)),
+            },
+            |mut c| async move { c.put(req).await },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op = "delete"))]
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let mut req = request.into_inner();
+        let _permit = self.admit(&req.header, req.encoded_len())?;
+        self.limits.check_key(&req.key)?;
+        let op = Op::Delete {
+            key: req.key.clone(),
+        };
+        let header = req.header.clone();
+        mark_forwarded(&mut req.header);
+        self.write(
+            &header,
+            op,
+            |r| match r {
+                CommandResponse::Delete { existed } => Ok(DeleteResponse { existed }),
+                other => Err(unexpected(other)),
+            },
+            |mut c| async move { c.delete(req).await },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op = "cas"))]
+    async fn compare_and_swap(
+        &self,
+        request: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let mut req = request.into_inner();
+        let _permit = self.admit(&req.header, req.encoded_len())?;
+        self.limits.check_key(&req.key)?;
+        let expected = match &req.expected {
+            Some(compare_and_swap_request::Expected::ExpectedValue(v)) => {
+                self.limits.check_value(v)?;
+                Expected::Value(v.clone())
+            }
+            Some(compare_and_swap_request::Expected::ExpectAbsent(_)) => Expected::Absent,
+            Some(compare_and_swap_request::Expected::ExpectedVersion(v)) => Expected::Version(*v),
+            None => {
+                return Err(KvError::Invalid(
+                    "compare-and-swap needs an expected value, version or absence".into(),
+                )
+                .into());
+            }
+        };
+        if let Some(v) = &req.new_value {
+            self.limits.check_value(v)?;
+        }
+        let op = Op::Cas {
+            key: req.key.clone(),
+            expected,
+            new_value: req.new_value.clone(),
+        };
+        let header = req.header.clone();
+        mark_forwarded(&mut req.header);
+        self.write(
+            &header,
+            op,
+            |r| match r {
+                CommandResponse::Cas {
+                    succeeded,
+                    current,
+                    new_version,
+                } => Ok(CompareAndSwapResponse {
+                    succeeded,
+                    found: current.is_some(),
+                    current_version: current.as_ref().map(|c| c.version).unwrap_or(0),
+                    current_value: current.map(|c| c.value).unwrap_or_default(),
+                    new_version,
+                }),
+                other => Err(unexpected(other)),
+            },
+            |mut c| async move { c.compare_and_swap(req).await },
+        )
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(op = "scan"))]
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let req = request.into_inner();
+        let _permit = self.admit(&req.header, req.encoded_len())?;
+        if req.prefix.len() > self.limits.key_bytes_max {
+            return Err(KvError::Invalid(format!(
+                "prefix is {} bytes, over the limit key_bytes_max={}",
+                req.prefix.len(),
+                self.limits.key_bytes_max
+            ))
+            .into());
+        }
+        let limit = match req.limit as usize {
+            0 => self.limits.scan_limit_max,
+            n => n.min(self.limits.scan_limit_max),
+        };
+        let shard_ids: Vec<u32> = match req.shard {
+            Some(id) => vec![self.router.shard(id)?.id],
+            None => (0..self.router.shards.len() as u32).collect(),
+        };
+        let mut items: Vec<KeyValue> = Vec::new();
+        for id in shard_ids {
+            items.extend(self.scan_shard(&req, id, limit).await?);
+        }
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut truncated = items.len() > limit;
+        items.truncate(limit);
+        let mut bytes = 0usize;
+        let mut keep = items.len();
+        for (i, it) in items.iter().enumerate() {
+            bytes += it.key.len() + it.value.len();
+            if bytes > SCAN_RESPONSE_BYTES_MAX {
+                keep = i;
+                truncated = true;
+                break;
+            }
+        }
+        items.truncate(keep);
+        Ok(Response::new(ScanResponse { items, truncated }))
+    }
+}
+
+impl KvService {
+    /// One shard's part of a scan, served locally or by its leader.
+    async fn scan_shard(
+        &self,
+        req: &ScanRequest,
+        id: u32,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, Status> {
+        let shard = self.router.shard(id)?;
+        let local = |shard: &Shard| -> Result<Vec<KeyValue>, KvError> {
+            let rows = shard
+                .sm
+                .scan(&req.prefix, limit + 1)
+                .map_err(|e| KvError::Internal(e.to_string()))?;
+            Ok(rows
+                .into_iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.into(),
+                    value: v.value,
+                    version: v.version,
+                })
+                .collect())
+        };
+        if req.serializable {
+            return Ok(local(shard)?);
+        }
+        let err = match self.router.route(shard) {
+            Route::Remote {
+                leader_id, addr, ..
+            } => KvError::NotLeader {
+                shard: id,
+                leader_id,
+                leader_addr: addr,
+            },
+            Route::Local(shard) => match self.read_barrier(shard).await {
+                Ok(()) => return Ok(local(shard)?),
+                Err(e) => e,
+            },
+        };
+        match err {
+            KvError::NotLeader {
+                leader_id,
+                leader_addr,
+                ..
+            } if !forwarded(&req.header) => {
+                let mut sub = req.clone();
+                sub.shard = Some(id);
+                sub.limit = (limit + 1).min(u32::MAX as usize) as u32;
+                mark_forwarded(&mut sub.header);
+                let resp = self
+                    .forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
+                        c.scan(sub).await
+                    })
+                    .await?;
+                Ok(resp.into_inner().items)
+            }
+            e => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Deterministic command execution over a write overlay.
+//!
+//! [`ApplyBatch`] stages one apply call's writes in a sled batch while letting later commands
+//! of the same batch read them (an overlay over the tree). [`apply_command`] executes one
+//! [`Command`]: at-most-once deduplication by `(client_id, sequence)`, the mutation, and the
+//! expiry of idle clients' records.
+//!
+//! Key layout of a state-machine tree:
+//! - `d` + user key → 8-byte big-endian version, then the value bytes;
+//! - `c` + client id + sequence (big-endian) → encoded response of that write;
+//! - `w` + client id → acknowledged watermark and last-seen time (8 + 8 bytes);
+//! - `m:applied`, `m:membership`, `m:clock` → state-machine metadata.
+//!
+//! Invariants: the outcome depends only on the tree's state before the batch and the commands
+//! (never on how entries were split into batches, a clock or randomness); a key's version is
+//! the log index of the write that produced it, so it grows with every write.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use crate::codec::{decode, encode};
+use crate::shard::command::{Command, CommandResponse, Expected, Op, Versioned};
+
+pub const KEY_APPLIED: &[u8] = b"m:applied";
+pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
+const KEY_CLOCK: &[u8] = b"m:clock";
+pub const META_PREFIX: &[u8] = b"m:";
+pub const DATA_PREFIX: u8 = b'd';
+const DEDUP_PREFIX: u8 = b'c';
+const WATERMARK_PREFIX: u8 = b'w';
+
+/// A client silent this long (by leader-stamped time) loses its deduplication records. Clients
+/// stop retrying a write long before this (see the client's request deadline).
+pub const DEDUP_TTL_MS: u64 = 10 * 60 * 1000;
+/// Idle-client expiry runs when the log index is a multiple of this.
+const EXPIRY_EVERY: u64 = 1024;
+
+pub fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+fn dedup_key(client: u64, seq: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = DEDUP_PREFIX;
+    k[1..9].copy_from_slice(&client.to_be_bytes());
+    k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn watermark_key(client: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = WATERMARK_PREFIX;
+    k[1..].copy_from_slice(&client.to_be_bytes());
+    k
+}
+
+/// Encodes a stored value: version then bytes.
+pub fn encode_versioned(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&version.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+/// Decodes a stored value; a short record is corruption.
+pub fn decode_versioned(bytes: &[u8]) -> io::Result<Versioned> {
+    if bytes.len() < 8 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stored value shorter than 8 bytes",
+        ));
+    }
+    let mut ver = [0u8; 8];
+    ver.copy_from_slice(&bytes[..8]);
+    Ok(Versioned {
+        version: u64::from_be_bytes(ver),
+        value: Bytes::copy_from_slice(&bytes[8..]),
+    })
+}
+
+fn u64_pair(bytes: &[u8]) -> io::Result<(u64, u64)> {
+    if bytes.len() != 16 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad watermark record",
+        ));
+    }
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&bytes[..8]);
+    b.copy_from_slice(&bytes[8..]);
+    Ok((u64::from_be_bytes(a), u64::from_be_bytes(b)))
+}
+
+fn pair_bytes(a: u64, b: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_be_bytes());
+    out[8..].copy_from_slice(&b.to_be_bytes());
+    out
+}
+
+/// One apply call's staged writes, readable by later commands of the same call.
+pub struct ApplyBatch<'a> {
+    tree: &'a sled::Tree,
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> ApplyBatch<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        ApplyBatch {
+            tree,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self
+            .tree
+            .get(key)
+            .map_err(io::Error::other)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
+        self.overlay.insert(key.to_vec(), Some(value));
+    }
+
+    pub fn remove(&mut self, key: &[u8]) {
+        self.overlay.insert(key.to_vec(), None);
+    }
+
+    /// Keys in `[start, end)` as seen through the overlay.
+    fn keys_in(&self, start: &[u8], end: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        for k in self.tree.range(start..end).keys() {
+            keys.insert(k.map_err(io::Error::other)?.to_vec(), true);
+        }
+        let range = (
+            Bound::Included(start.to_vec()),
+            Bound::Excluded(end.to_vec()),
+        );
+        for (k, v) in self.overlay.range::<Vec<u8>, _>(range) {
+            keys.insert(k.clone(), v.is_some());
+        }
+        Ok(keys
+            .into_iter()
+            .filter(|(_, live)| *live)
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The staged writes as one sled batch (atomic when applied).
+    pub fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
+    }
+}
+
+/// Applies one client command at log `index`.
+pub fn apply_command(
+    ab: &mut ApplyBatch<'_>,
+    index: u64,
+    cmd: &Command,
+) -> io::Result<CommandResponse> {
+    let clock = advance_clock(ab, cmd.stamped_ms)?;
+    let response = if cmd.client_id == 0 {
+        execute(ab, index, &cmd.op)?
+    } else {
+        let wkey = watermark_key(cmd.client_id);
+        let (low, _) = match ab.get(&wkey)? {
+            Some(b) => u64_pair(&b)?,
+            None => (0, 0),
+        };
+        let dkey = dedup_key(cmd.client_id, cmd.sequence);
+        if let Some(prev) = ab.get(&dkey)? {
+            // A retry of a write that was already applied: answer as the first time.
+            decode(&prev)?
+        } else if cmd.sequence < low {
+            CommandResponse::Expired
+        } else {
+            let resp = execute(ab, index, &cmd.op)?;
+            ab.put(&dkey, encode(&resp)?);
+            let acked = cmd.acked_below.min(cmd.sequence);
+            let mut new_low = low;
+            if acked > low {
+                for k in ab.keys_in(
+                    &dedup_key(cmd.client_id, low),
+                    &dedup_key(cmd.client_id, acked),
+                )? {
+                    ab.remove(&k);
+                }
+                new_low = acked;
+            }
+            ab.put(&wkey, pair_bytes(new_low, clock).to_vec());
+            resp
+        }
+    };
+    if index % EXPIRY_EVERY == 0 {
+        expire_idle_clients(ab, clock)?;
+    }
+    Ok(response)
+}
+
+fn advance_clock(ab: &mut ApplyBatch<'_>, stamped_ms: u64) -> io::Result<u64> {
+    let now = match ab.get(KEY_CLOCK)? {
+        Some(b) if b.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b);
+            u64::from_be_bytes(a)
+        }
+        Some(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad clock record",
+            ));
+        }
+        None => 0,
+    };
+    // The clock never goes backwards, even when a new leader's wall clock is behind.
+    let next = now.max(stamped_ms);
+    if next != now {
+        ab.put(KEY_CLOCK, next.to_be_bytes().to_vec());
+    }
+    Ok(next)
+}
+
+fn expire_idle_clients(ab: &mut ApplyBatch<'_>, clock: u64) -> io::Result<()> {
+    let clients = ab.keys_in(&[WATERMARK_PREFIX], &[WATERMARK_PREFIX + 1])?;
+    for wkey in clients {
+        let Some(rec) = ab.get(&wkey)? else { continue };
+        let (_, last_seen) = u64_pair(&rec)?;
+        if last_seen.saturating_add(DEDUP_TTL_MS) < clock {
+            let mut client = [0u8; 8];
+            client.copy_from_slice(&wkey[1..9]);
+            let client = u64::from_be_bytes(client);
+            for k in ab.keys_in(&dedup_key(client, 0), &dedup_key(client, u64::MAX))? {
+                ab.remove(&k);
+            }
+            ab.remove(&dedup_key(client, u64::MAX));
+            ab.remove(&wkey);
+        }
+    }
+    Ok(())
+}
+
+fn execute(ab: &mut ApplyBatch<'_>, index: u64, op: &Op) -> io::Result<CommandResponse> {
+    let dk = data_key(op.key());
+    Ok(match op {
+        Op::Put { value, .. } => {
+            ab.put(&dk, encode_versioned(index, value));
+            CommandResponse::Put { version: index }
+        }
+        Op::Delete { .. } => {
+            let existed = ab.get(&dk)?.is_some();
+            if existed {
+                ab.remove(&dk);
+            }
+            CommandResponse::Delete { existed }
+        }
+        Op::Cas {
+            expected,
+            new_value,
+            ..
+        } => {
+            let current = ab.get(&dk)?.map(|b| decode_versioned(&b)).transpose()?;
+            let holds = match (expected, &current) {
+                (Expected::Value(v), Some(cur)) => cur.value == *v,
+                (Expected::Value(_), None) => false,
+                (Expected::Absent, cur) | (Expected::Version(0), cur) => cur.is_none(),
+                (Expected::Version(n), Some(cur)) => cur.version == *n,
+                (Expected::Version(_), None) => false,
+            };
+            let mut new_version = 0;
+            if holds {
+                match new_value {
+                    Some(v) => {
+                        ab.put(&dk, encode_versioned(index, v));
+                        new_version = index;
+                    }
+                    None => ab.remove(&dk),
+                }
+            }
+            CommandResponse::Cas {
+                succeeded: holds,
+                current,
+                new_version,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(client: u64, seq: u64, acked: u64, op: Op) -> Command {
+        Command {
+            client_id: client,
+            sequence: seq,
+            acked_below: acked,
+            stamped_ms: 1000,
+            op,
+        }
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: Bytes::from(k.to_owned()),
+            value: Bytes::from(v.to_owned()),
+        }
+    }
+
+    fn run(tree: &sled::Tree, index: u64, c: &Command) -> io::Result<CommandResponse> {
+        let mut ab = ApplyBatch::new(tree);
+        let r = apply_command(&mut ab, index, c)?;
+        tree.apply_batch(ab.into_batch())
+            .map_err(io::Error::other)?;
+        Ok(r)
+    }
+
+    fn tree() -> io::Result<(tempfile::TempDir, sled::Tree)> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path()).map_err(io::Error::other)?;
+        let t = db.open_tree("t").map_err(io::Error::other)?;
+        Ok((dir, t))
+    }
+
+    #[test]
+    fn a_retried_write_applies_once_and_answers_the_same() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        assert_eq!(
+            run(&t, 1, &cmd(7, 1, 1, put("k", "a")))?,
+            CommandResponse::Put { version: 1 }
+        );
+        // Another client's write in between.
+        run(&t, 2, &cmd(8, 1, 1, put("k", "b")))?;
+        // The retry of (7, 1) must not overwrite "b" and must answer version 1 again.
+        assert_eq!(
+            run(&t, 3, &cmd(7, 1, 1, put("k", "a")))?,
+            CommandResponse::Put { version: 1 }
+        );
+        let v = decode_versioned(
+            &t.get(data_key(b"k"))
+                .map_err(io::Error::other)?
+                .unwrap_or_default(),
+        )?;
+        assert_eq!(v.value, Bytes::from_static(b"b"));
+        Ok(())
+    }
+
+    #[test]
+    fn acknowledged_sequences_are_forgotten_and_refused_as_expired() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        run(&t, 1, &cmd(7, 1, 1, put("k", "a")))?;
+        run(&t, 2, &cmd(7, 2, 2, put("k", "b")))?; // acks 1
+        assert!(t.get(dedup_key(7, 1)).map_err(io::Error::other)?.is_none());
+        assert_eq!(
+            run(&t, 3, &cmd(7, 1, 1, put("k", "a")))?,
+            CommandResponse::Expired
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn cas_compares_value_version_and_absence() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        let k = Bytes::from_static(b"order");
+        let cas = |e: Expected, n: Option<&'static str>| Op::Cas {
+            key: k.clone(),
+            expected: e,
+            new_value: n.map(Bytes::from_static),
+        };
+        let r = run(&t, 1, &cmd(0, 0, 0, cas(Expected::Absent, Some("created"))))?;
+        assert!(matches!(
+            r,
+            CommandResponse::Cas {
+                succeeded: true,
+                new_version: 1,
+                ..
+            }
+        ));
+        let r = run(
+            &t,
+            2,
+            &cmd(
+                0,
+                0,
+                0,
+                cas(Expected::Value(Bytes::from_static(b"paid")), Some("x")),
+            ),
+        )?;
+        assert!(matches!(
+            r,
+            CommandResponse::Cas {
+                succeeded: false,
+                ..
+            }
+        ));
+        let r = run(
+            &t,
+            3,
+            &cmd(0, 0, 0, cas(Expected::Version(1), Some("paid"))),
+        )?;
+        assert!(matches!(
+            r,
+            CommandResponse::Cas {
+                succeeded: true,
+                new_version: 3,
+                ..
+            }
+        ));
+        let r = run(
+            &t,
+            4,
+            &cmd(0, 0, 0, cas(Expected::Version(1), Some("shipped"))),
+        )?;
+        match r {
+            CommandResponse::Cas {
+                succeeded: false,
+                current: Some(cur),
+                ..
+            } => {
+                assert_eq!(cur.version, 3);
+                assert_eq!(cur.value, Bytes::from_static(b"paid"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let r = run(
+            &t,
+            5,
+            &cmd(
+                0,
+                0,
+                0,
+                cas(Expected::Value(Bytes::from_static(b"paid")), None),
+            ),
+        )?;
+        assert!(matches!(
+            r,
+            CommandResponse::Cas {
+                succeeded: true,
+                ..
+            }
+        ));
+        assert!(
+            t.get(data_key(b"order"))
+                .map_err(io::Error::other)?
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn batching_does_not_change_the_outcome() -> io::Result<()> {
+        // Same commands, applied one per batch and all in one batch: identical trees.
+        let cmds: Vec<Command> = (0..50u64)
+            .map(|i| {
+                cmd(
+                    1 + i % 3,
+                    1 + i / 3,
+                    1 + i / 3,
+                    put(&format!("k{}", i % 7), &format!("v{i}")),
+                )
+            })
+            .collect();
+        let (_d1, t1) = tree()?;
+        for (i, c) in cmds.iter().enumerate() {
+            run(&t1, i as u64 + 1, c)?;
+        }
+        let (_d2, t2) = tree()?;
+        let mut ab = ApplyBatch::new(&t2);
+        for (i, c) in cmds.iter().enumerate() {
+            apply_command(&mut ab, i as u64 + 1, c)?;
+        }
+        t2.apply_batch(ab.into_batch()).map_err(io::Error::other)?;
+        let a: Vec<_> = t1
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(io::Error::other)?;
+        let b: Vec<_> = t2
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(io::Error::other)?;
+        assert_eq!(a, b);
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! One shard's state machine on sled, with generation trees for atomic snapshot install.
+//!
+//! The live data sits in tree `sm/<shard>/<generation>`; the node-wide tree `sm-gen` names the
+//! live generation of each shard. Installing a snapshot fills a fresh generation, makes it
+//! durable, flips the pointer with one insert, makes that durable, then drops the old tree: a
+//! crash at any point leaves either the old state or the new one, never a mix. Trees of other
+//! generations found at start-up are leftovers of an interrupted install and are dropped.
+//!
+//! Invariants:
+//! - Data, `applied` and `membership` of one apply call are written in one atomic batch; every
+//!   responder is answered after that write, exactly once.
+//! - A snapshot is a consistent cut: it is dumped while apply is blocked (openraft calls
+//!   `try_create_snapshot_builder` on the apply worker, in order with `apply`), and its meta
+//!   comes from the same cut. Deduplication records are part of it.
+//! - Readers take a clone of the live tree handle and never hold it across an install.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+
+use crate::codec::{decode, encode};
+use crate::shard::apply::{
+    self, ApplyBatch, DATA_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
+};
+use crate::shard::command::{CommandResponse, Versioned};
+use crate::shard::snapshot::{self, SnapshotFile};
+use crate::storage::flush::FlushCoordinator;
+use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// Entries per sled batch while installing a snapshot.
+const INSTALL_BATCH_RECORDS: usize = 4096;
+
+fn sled_err(e: sled::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+struct Inner {
+    db: sled::Db,
+    shard: u32,
+    generations: sled::Tree,
+    live: RwLock<(u64, sled::Tree)>,
+    snap_dir: PathBuf,
+    flush: FlushCoordinator,
+}
+
+/// A shard's state machine; clones share it.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+fn tree_name(shard: u32, generation: u64) -> String {
+    format!("sm/{shard}/{generation}")
+}
+
+impl StateMachine {
+    pub fn open(
+        db: &sled::Db,
+        shard: u32,
+        snap_dir: PathBuf,
+        flush: FlushCoordinator,
+    ) -> io::Result<Self> {
+        let generations = db.open_tree("sm-gen").map_err(sled_err)?;
+        let generation = match generations.get(shard.to_be_bytes()).map_err(sled_err)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_ref()
+                    .try_into()
+                    .map_err(|_| io::Error::other("bad generation record"))?,
+            ),
+            None => 0,
+        };
+        let live_name = tree_name(shard, generation);
+        let prefix = format!("sm/{shard}/");
+        for name in db.tree_names() {
+            let n = String::from_utf8_lossy(&name);
+            if n.starts_with(&prefix) && n != live_name {
+                tracing::warn!(shard, tree = %n, "dropping leftover state-machine generation");
+                db.drop_tree(&name).map_err(sled_err)?;
+            }
+        }
+        let tree = db.open_tree(&live_name).map_err(sled_err)?;
+        std::fs::create_dir_all(&snap_dir)?;
+        Ok(StateMachine {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                shard,
+                generations,
+                live: RwLock::new((generation, tree)),
+                snap_dir,
+                flush,
+            }),
+        })
+    }
+
+    fn tree(&self) -> io::Result<(u64, sled::Tree)> {
+        let guard = self
+            .inner
+            .live
+            .read()
+            .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+        Ok(guard.clone())
+    }
+
+    /// Reads a key from the local replica (no consistency check: callers decide that).
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Versioned>> {
+        let (_, tree) = self.tree()?;
+        match tree.get(apply::data_key(key)).map_err(sled_err)? {
+            Some(b) => Ok(Some(apply::decode_versioned(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` keys starting with `prefix`, in key order, from the local replica.
+    pub fn scan(&self, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Versioned)>> {
+        let (_, tree) = self.tree()?;
+        let mut out = Vec::new();
+        for item in tree.scan_prefix(apply::data_key(prefix)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(sled_err)?;
+            out.push((k[1..].to_vec(), apply::decode_versioned(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Number of user keys held locally (walks the tree; for tests and status).
+    pub fn key_count(&self) -> io::Result<u64> {
+        let (_, tree) = self.tree()?;
+        Ok(tree.scan_prefix([DATA_PREFIX]).count() as u64)
+    }
+
+    fn read_meta(tree: &sled::Tree) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let applied = match tree.get(KEY_APPLIED).map_err(sled_err)? {
+            Some(b) => decode::<Option<LogId>>(&b)?,
+            None => None,
+        };
+        let membership = match tree.get(KEY_MEMBERSHIP).map_err(sled_err)? {
+            Some(b) => decode(&b)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// Dumps the live tree into a snapshot file. Must run while apply is blocked.
+    fn dump(&self) -> io::Result<Snapshot> {
+        let (_, tree) = self.tree()?;
+        let (applied, membership) = Self::read_meta(&tree)?;
+        let meta = SnapshotMeta {
+            last_log_id: applied.clone(),
+            last_membership: membership,
+        };
+        let index = applied.as_ref().map(|l| l.index()).unwrap_or(0);
+        let records = tree
+            .iter()
+            .filter(|r| {
+                r.as_ref()
+                    .map(|(k, _)| !k.starts_with(META_PREFIX))
+                    .unwrap_or(true)
+            })
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err));
+        let started = std::time::Instant::now();
+        let path = snapshot::write(
+            &self.inner.snap_dir,
+            &snapshot::file_name(index),
+            &meta,
+            records,
+        )?;
+        snapshot::remove_others(&self.inner.snap_dir, &path)?;
+        tracing::info!(
+            shard = self.inner.shard,
+            index,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotFile::open(path)?,
+        })
+    }
+
+    /// Replaces the whole state with the snapshot's (see the module note on generations).
+    fn install(&self, meta: &SnapshotMeta, mut file: SnapshotFile) -> io::Result<()> {
+        let file_meta = snapshot::verify(&mut file.file)?;
+        if file_meta != *meta {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot meta does not match its file",
+            ));
+        }
+        let (old_gen, old_tree) = self.tree()?;
+        let new_gen = old_gen + 1;
+        let name = tree_name(self.inner.shard, new_gen);
+        // A leftover from an interrupted install of the same generation number.
+        self.inner.db.drop_tree(name.as_bytes()).map_err(sled_err)?;
+        let tree = self.inner.db.open_tree(&name).map_err(sled_err)?;
+        let mut reader = snapshot::Reader::open(&mut file.file)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        while let Some((k, v)) = reader.next_record()? {
+            batch.insert(k, v);
+            n += 1;
+            if n % INSTALL_BATCH_RECORDS == 0 {
+                tree.apply_batch(std::mem::take(&mut batch))
+                    .map_err(sled_err)?;
+            }
+        }
+        batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
+        batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+        tree.apply_batch(batch).map_err(sled_err)?;
+        self.inner.db.flush().map_err(sled_err)?;
+        // The flip: one insert, made durable before the old generation goes away.
+        self.inner
+            .generations
+            .insert(self.inner.shard.to_be_bytes(), &new_gen.to_be_bytes())
+            .map_err(sled_err)?;
+        self.inner.db.flush().map_err(sled_err)?;
+        {
+            let mut live = self
+                .inner
+                .live
+                .write()
+                .map_err(|_| io::Error::other("state machine lock poisoned"))?;
+            *live = (new_gen, tree);
+        }
+        drop(old_tree);
+        self.inner
+            .db
+            .drop_tree(tree_name(self.inner.shard, old_gen).as_bytes())
+            .map_err(sled_err)?;
+        // Keep the installed file as this shard's current snapshot.
+        let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+        let dest = self.inner.snap_dir.join(snapshot::file_name(index));
+        if file.path != dest {
+            std::fs::rename(&file.path, &dest)?;
+        }
+        snapshot::sync_dir(&self.inner.snap_dir)?;
+        snapshot::remove_others(&self.inner.snap_dir, &dest)?;
+        tracing::info!(
+            shard = self.inner.shard,
+            index,
+            records = n,
+            "snapshot installed"
+        );
+        Ok(())
+    }
+
+    /// Directory where this shard's snapshots (and received partial snapshots) live.
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.inner.snap_dir
+    }
+}
+
+/// A snapshot already dumped (in order with apply); `build_snapshot` just hands it over.
+pub struct SnapshotBuilder {
+    built: Option<io::Result<Snapshot>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.built
+            .take()
+            .unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let (_, tree) = self.tree()?;
+        Self::read_meta(&tree)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let (_, tree) = self.tree()?;
+        let mut ab = ApplyBatch::new(&tree);
+        let mut responders = Vec::new();
+        let mut last_applied = None;
+        let mut membership = None;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let response = match entry.payload {
+                EntryPayload::Blank => CommandResponse::None,
+                EntryPayload::Normal(ref cmd) => apply_command(&mut ab, log_id.index(), cmd)?,
+                EntryPayload::Membership(ref m) => {
+                    membership = Some(StoredMembership::new(Some(log_id.clone()), m.clone()));
+                    CommandResponse::None
+                }
+            };
+            last_applied = Some(log_id);
+            if let Some(r) = responder {
+                responders.push((r, response));
+            }
+        }
+        if last_applied.is_none() {
+            return Ok(());
+        }
+        ab.put(KEY_APPLIED, encode(&last_applied)?);
+        if let Some(m) = membership {
+            ab.put(KEY_MEMBERSHIP, encode(&m)?);
+        }
+        tree.apply_batch(ab.into_batch()).map_err(sled_err)?;
+        for (responder, response) in responders {
+            responder.send(response);
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<SnapshotBuilder> {
+        Some(self.get_snapshot_builder().await)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        // Everything applied so far must be on disk before the snapshot may replace the log.
+        let built = match self.inner.flush.flush().await {
+            Ok(()) => {
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.dump()).await {
+                    Ok(r) => r,
+                    Err(e) => Err(io::Error::other(e)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        SnapshotBuilder { built: Some(built) }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let me = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || me.install(&meta, snapshot))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let Some(path) = snapshot::newest(&self.inner.snap_dir)? else {
+            return Ok(None);
+        };
+        let mut file = SnapshotFile::open(path)?;
+        let meta = snapshot::Reader::open(&mut file.file)?.meta;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: file,
+        }))
+    }
+}
