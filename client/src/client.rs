@@ -310,12 +310,17 @@ impl Client {
     }
 
     /// Runs one request with bounded retries, routing by `key` when given.
+    ///
+    /// With `key` set, the request goes to the key's shard leader when known; with `key` unset
+    /// (serializable reads, fan-out scans) it goes to the endpoints in order.
     async fn call<T, F, Fut>(&self, key: Option<&[u8]>, is_write: bool, f: F) -> Result<T, Error>
     where
         F: Fn(KvClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.ensure_routing().await;
+        if key.is_some() {
+            self.ensure_routing().await;
+        }
         let shard = key.and_then(|k| self.shard_for(k));
         let opts = &self.inner.opts;
         let deadline = Instant::now() + opts.request_timeout;

@@ -1,1 +1,285 @@
-//! Cluster-level integration tests live in `tests/tests/`; this library holds shared helpers.
+//! Fixtures for cluster-level tests: real `ringkv-server` processes on loopback ports chosen by
+//! the OS, with fresh data directories, SIGKILL/SIGTERM/restart, and condition waits with
+//! deadlines. Every child is killed when the [`Cluster`] is dropped, so a failing test leaves
+//! no process behind. On failure, each node's log is printed to help the reader.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use ringkv_client::{Client, ClientOptions, StatusResponse};
+use tempfile::TempDir;
+
+/// Path of a workspace binary (`ringkv-server`, `ringkv`), built on demand.
+pub fn binary(name: &str) -> PathBuf {
+    let env = format!("RINGKV_{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Ok(p) = std::env::var(&env) {
+        return PathBuf::from(p);
+    }
+    // Integration tests run from target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let path = profile_dir.join(name);
+    if !path.exists() {
+        let package = if name == "ringkv" { "ringkv-client" } else { "ringkv-server" };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "-p", package, "--bin", name]).status();
+        assert!(status.is_ok_and(|s| s.success()), "building {name} failed");
+    }
+    assert!(path.exists(), "{} not found; set {env}", path.display());
+    path
+}
+
+/// A free loopback port (the OS picks it; the listener is closed before the node binds it).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+/// A cluster of real server processes.
+pub struct Cluster {
+    _dir: TempDir,
+    pub nodes: BTreeMap<u64, Node>,
+    peers: String,
+    pub shards: u32,
+    extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `shards` shards.
+    pub fn start(n: u64, shards: u32) -> Cluster {
+        Self::start_with(n, shards, &[])
+    }
+
+    pub fn start_with(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let addr = format!("127.0.0.1:{}", free_port());
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    addr,
+                    data_dir: dir.path().join(format!("node-{id}")),
+                    log: dir.path().join(format!("node-{id}.log")),
+                    child: None,
+                    starts: 0,
+                },
+            );
+        }
+        let peers = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let mut c = Cluster {
+            _dir: dir,
+            nodes,
+            peers,
+            shards,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let bin = binary("ringkv-server");
+        let peers = self.peers.clone();
+        let shards = self.shards.to_string();
+        let extra = self.extra_args.clone();
+        let node = self.nodes.get_mut(&id).expect("node id");
+        node.starts += 1;
+        let log = File::options().create(true).append(true).open(&node.log).expect("log file");
+        let child = Command::new(bin)
+            .args(["--id", &id.to_string(), "--listen", &node.addr, "--peers", &peers])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--shards", &shards])
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log clone"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringkv-server");
+        node.child = Some(child);
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(ClientOptions::new(self.endpoints())).expect("client")
+    }
+
+    /// A client that talks only to `id` (serializable reads are then served by that node).
+    pub fn client_of(&self, id: u64) -> Client {
+        Client::new(ClientOptions::new(vec![self.addr(id)])).expect("client")
+    }
+
+    /// SIGKILL, no cleanup: a crash.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (panics after 20 s).
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut c = self.nodes.get_mut(&id).and_then(|n| n.child.take()).expect("node running");
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("node {id} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[&id].child.is_some()
+    }
+
+    /// Each running node's status (None when it does not answer).
+    pub async fn statuses(&self) -> BTreeMap<u64, Option<StatusResponse>> {
+        let client = self.client();
+        let mut out = BTreeMap::new();
+        for n in self.nodes.values() {
+            let s = if n.child.is_some() { client.status_of(&n.addr).await.ok() } else { None };
+            out.insert(n.id, s);
+        }
+        out
+    }
+
+    /// Waits until every running node answers and all agree on a leader (a running node) for
+    /// every shard; returns shard → leader.
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> Result<Vec<u64>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.agreed_leaders().await {
+                Ok(l) => return Ok(l),
+                Err(e) => e,
+            };
+            if Instant::now() > deadline {
+                return Err(format!("no agreed leader for every shard within {timeout:?}: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Shard → leader when every running node agrees right now.
+    pub async fn agreed_leaders_public(&self) -> Option<Vec<u64>> {
+        self.agreed_leaders().await.ok()
+    }
+
+    async fn agreed_leaders(&self) -> Result<Vec<u64>, String> {
+        let mut agreed: Option<Vec<u64>> = None;
+        for (id, s) in self.statuses().await {
+            if !self.is_running(id) {
+                continue;
+            }
+            let s = s.ok_or_else(|| format!("node {id} does not answer"))?;
+            let view: Vec<u64> = s
+                .shards
+                .iter()
+                .map(|sh| sh.leader.filter(|l| self.is_running(*l)).ok_or(format!("node {id}: shard {} has no live leader", sh.shard)))
+                .collect::<Result<_, _>>()?;
+            if view.len() != self.shards as usize {
+                return Err(format!("node {id} reports {} shards", view.len()));
+            }
+            match &agreed {
+                None => agreed = Some(view),
+                Some(a) if *a != view => return Err(format!("nodes disagree: {a:?} vs {view:?}")),
+                Some(_) => {}
+            }
+        }
+        agreed.ok_or_else(|| "no node running".into())
+    }
+
+    /// Waits until `cond` holds, polling every 50 ms.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F) -> Result<(), String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("timed out after {timeout:?} waiting for {what}"))
+    }
+
+    /// Prints every node's log (call before failing an assertion).
+    pub fn dump_logs(&self) {
+        for n in self.nodes.values() {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("----- node {} log (last {} lines) -----", n.id, tail.len());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Runs the `ringkv` CLI against `endpoints`; returns (exit code, stdout, stderr).
+pub fn cli(endpoints: &[String], args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("ringkv"))
+        .arg("--endpoints")
+        .arg(endpoints.join(","))
+        .args(["--timeout-ms", "8000"])
+        .args(args)
+        .output()
+        .expect("run ringkv");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

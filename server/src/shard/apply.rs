@@ -383,7 +383,7 @@ mod tests {
         let cas = |e: Expected, n: Option<&'static str>| Op::Cas {
             key: k.clone(),
             expected: e,
-            new_value: n.map(Bytes::from_static),
+            new_value: n.map(|s: &'static str| Bytes::from_static(s.as_bytes())),
         };
         let r = run(&t, 1, &cmd(0, 0, 0, cas(Expected::Absent, Some("created"))))?;
         assert!(matches!(

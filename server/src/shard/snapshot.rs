@@ -256,7 +256,7 @@ mod tests {
         let mut f = File::open(&path)?;
         verify(&mut f)?;
         let mut r = Reader::open(&mut f)?;
-        let mut n = 0;
+        let mut n: u32 = 0;
         while let Some((k, v)) = r.next_record()? {
             assert_eq!(k, n.to_be_bytes());
             assert_eq!(v.len(), n as usize);
