@@ -173,10 +173,10 @@ fn classify(s: &Status, is_write: bool) -> Failure {
 fn connection_refused(s: &Status) -> bool {
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(s);
     while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
         }
         let text = e.to_string();
         if text.contains("Connection refused") || text.contains("tcp connect error") {
@@ -218,10 +218,10 @@ impl Client {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
-        if let Ok(map) = self.inner.channels.lock() {
-            if let Some(c) = map.get(addr) {
-                return Ok(c.clone());
-            }
+        if let Ok(map) = self.inner.channels.lock()
+            && let Some(c) = map.get(addr)
+        {
+            return Ok(c.clone());
         }
         let ch = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::Invalid(format!("bad endpoint {addr:?}: {e}")))?

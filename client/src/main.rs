@@ -53,13 +53,13 @@ enum Command {
         key: String,
         new_value: Option<String>,
         /// Current value must equal this.
-        #[arg(long, group = "expect")]
+        #[arg(long, group = "expectation")]
         expect: Option<String>,
         /// Key must be absent.
-        #[arg(long, group = "expect")]
+        #[arg(long, group = "expectation")]
         expect_absent: bool,
         /// Key's current version must equal this (0 = absent).
-        #[arg(long, group = "expect")]
+        #[arg(long, group = "expectation")]
         expect_version: Option<u64>,
         /// Delete the key instead of writing NEW_VALUE.
         #[arg(long, conflicts_with = "new_value")]
@@ -238,5 +238,19 @@ fn main() -> ExitCode {
             eprintln!("ringkv: cannot start runtime: {e}");
             ExitCode::from(3)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// clap checks argument definitions only when a command is built; do it for every
+    /// subcommand here instead of in a user's terminal.
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -83,10 +83,7 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
         println!("{out}");
     } else {
         println!("cluster {cluster_id}");
-        println!(
-            "{:<6} {:<22} {:<10} {}",
-            "NODE", "ADDRESS", "REACHABLE", "LEADS"
-        );
+        println!("{:<6} {:<22} {:<10} LEADS", "NODE", "ADDRESS", "REACHABLE");
         for n in &node_rows {
             println!(
                 "{:<6} {:<22} {:<10} {}",
@@ -98,8 +95,8 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
         }
         println!();
         println!(
-            "{:<6} {:<7} {:<6} {}",
-            "SHARD", "LEADER", "TERM", "REPLICAS (node:role applied/last)"
+            "{:<6} {:<7} {:<6} REPLICAS (node:role applied/last)",
+            "SHARD", "LEADER", "TERM"
         );
         for s in &shards {
             let reps: Vec<String> = s["replicas"]

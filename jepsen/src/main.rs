@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ringkv-jepsen", version, about = "RingKV linearizability checker and fault harness")]
+#[command(
+    name = "ringkv-jepsen",
+    version,
+    about = "RingKV linearizability checker and fault harness"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // Help and version are successes; anything else is bad input (exit 3).
-            return if e.use_stderr() { ExitCode::from(3) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     let code = match cli.command {

@@ -20,7 +20,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(storage_err)?;
         let db_dir = dir.path().join("db");
-        let db = sled::Config::new().path(&db_dir).open().map_err(storage_err)?;
+        let db = sled::Config::new()
+            .path(&db_dir)
+            .open()
+            .map_err(storage_err)?;
         let flush = FlushCoordinator::start(db.clone(), &db_dir).map_err(storage_err)?;
         let log = LogStore::open(&db, 0, flush.clone()).map_err(storage_err)?;
         let sm = StateMachine::open(&db, 0, dir.path().join("snap"), flush).map_err(storage_err)?;

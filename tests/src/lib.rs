@@ -23,12 +23,22 @@ pub fn binary(name: &str) -> PathBuf {
     }
     // Integration tests run from target/<profile>/deps/.
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let path = profile_dir.join(name);
     if !path.exists() {
-        let package = if name == "ringkv" { "ringkv-client" } else { "ringkv-server" };
+        let package = if name == "ringkv" {
+            "ringkv-client"
+        } else {
+            "ringkv-server"
+        };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", package, "--bin", name]).status();
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "building {name} failed");
     }
     assert!(path.exists(), "{} not found; set {env}", path.display());
@@ -82,7 +92,11 @@ impl Cluster {
                 },
             );
         }
-        let peers = nodes.values().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let peers = nodes
+            .values()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut c = Cluster {
             _dir: dir,
             nodes,
@@ -103,9 +117,20 @@ impl Cluster {
         let extra = self.extra_args.clone();
         let node = self.nodes.get_mut(&id).expect("node id");
         node.starts += 1;
-        let log = File::options().create(true).append(true).open(&node.log).expect("log file");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
         let child = Command::new(bin)
-            .args(["--id", &id.to_string(), "--listen", &node.addr, "--peers", &peers])
+            .args([
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &node.addr,
+                "--peers",
+                &peers,
+            ])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--shards", &shards])
@@ -146,7 +171,11 @@ impl Cluster {
 
     /// SIGTERM and wait for a clean exit (panics after 20 s).
     pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
-        let mut c = self.nodes.get_mut(&id).and_then(|n| n.child.take()).expect("node running");
+        let mut c = self
+            .nodes
+            .get_mut(&id)
+            .and_then(|n| n.child.take())
+            .expect("node running");
         let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -174,7 +203,11 @@ impl Cluster {
         let client = self.client();
         let mut out = BTreeMap::new();
         for n in self.nodes.values() {
-            let s = if n.child.is_some() { client.status_of(&n.addr).await.ok() } else { None };
+            let s = if n.child.is_some() {
+                client.status_of(&n.addr).await.ok()
+            } else {
+                None
+            };
             out.insert(n.id, s);
         }
         out
@@ -190,7 +223,9 @@ impl Cluster {
                 Err(e) => e,
             };
             if Instant::now() > deadline {
-                return Err(format!("no agreed leader for every shard within {timeout:?}: {last}"));
+                return Err(format!(
+                    "no agreed leader for every shard within {timeout:?}: {last}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -203,15 +238,20 @@ impl Cluster {
 
     async fn agreed_leaders(&self) -> Result<Vec<u64>, String> {
         let mut agreed: Option<Vec<u64>> = None;
-        for (id, s) in self.statuses().await {
+        let statuses = self.statuses().await;
+        for (&id, s) in &statuses {
             if !self.is_running(id) {
                 continue;
             }
-            let s = s.ok_or_else(|| format!("node {id} does not answer"))?;
+            let s = s.as_ref().ok_or_else(|| format!("node {id} does not answer"))?;
             let view: Vec<u64> = s
                 .shards
                 .iter()
-                .map(|sh| sh.leader.filter(|l| self.is_running(*l)).ok_or(format!("node {id}: shard {} has no live leader", sh.shard)))
+                .map(|sh| {
+                    sh.leader
+                        .filter(|l| self.is_running(*l))
+                        .ok_or(format!("node {id}: shard {} has no live leader", sh.shard))
+                })
                 .collect::<Result<_, _>>()?;
             if view.len() != self.shards as usize {
                 return Err(format!("node {id} reports {} shards", view.len()));
@@ -222,11 +262,31 @@ impl Cluster {
                 Some(_) => {}
             }
         }
-        agreed.ok_or_else(|| "no node running".into())
+        let agreed = agreed.ok_or_else(|| "no node running".to_string())?;
+        // A node may still name the leader it voted for before a restart; only a leader that
+        // itself reports the leader role counts.
+        for (shard, leader) in agreed.iter().enumerate() {
+            let role = statuses
+                .get(leader)
+                .and_then(|s| s.as_ref())
+                .and_then(|s| s.shards.iter().find(|sh| sh.shard as usize == shard))
+                .map(|sh| sh.role.as_str());
+            if role != Some("leader") {
+                return Err(format!(
+                    "shard {shard}: node {leader} is named leader but reports role {role:?}"
+                ));
+            }
+        }
+        Ok(agreed)
     }
 
     /// Waits until `cond` holds, polling every 50 ms.
-    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut cond: F) -> Result<(), String>
+    pub async fn wait_until<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: F,
+    ) -> Result<(), String>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,

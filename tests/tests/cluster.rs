@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use ringkv_client::{Client, ReadConsistency};
-use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::ScanRequest;
+use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_tests::{Cluster, cli};
 
 const SHARDS: u32 = 8;
@@ -38,7 +38,11 @@ async fn write_keys(client: &Client, range: std::ops::Range<usize>) {
 }
 
 /// Reads keys `range` and checks each value.
-async fn check_keys(client: &Client, range: std::ops::Range<usize>, consistency: ReadConsistency) -> Result<(), String> {
+async fn check_keys(
+    client: &Client,
+    range: std::ops::Range<usize>,
+    consistency: ReadConsistency,
+) -> Result<(), String> {
     let results: Vec<_> = stream::iter(range)
         .map(|i| {
             let c = client.clone();
@@ -49,7 +53,7 @@ async fn check_keys(client: &Client, range: std::ops::Range<usize>, consistency:
         .await;
     for (i, r) in results {
         match r {
-            Ok(Some(v)) if v.value == Bytes::from(value(i)) => {}
+            Ok(Some(v)) if v.value == value(i) => {}
             other => return Err(format!("{}: {other:?}", key(i))),
         }
     }
@@ -77,7 +81,10 @@ async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node()
     let cluster = Cluster::start(3, SHARDS);
     let leaders = cluster.wait_for_leaders(Duration::from_secs(10)).await;
     assert!(leaders.is_ok(), "{leaders:?}");
-    eprintln!("every shard had a leader {:?} after spawn", started.elapsed());
+    eprintln!(
+        "every shard had a leader {:?} after spawn",
+        started.elapsed()
+    );
 
     // The CLI, through each node's endpoint.
     let eps = cluster.endpoints();
@@ -85,37 +92,77 @@ async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node()
     assert_eq!(code, 0, "{err}");
     for ep in &eps {
         let (code, out, err) = cli(std::slice::from_ref(ep), &["get", "greeting"]);
-        assert_eq!((code, out.as_str()), (0, "hello ringkv\n"), "via {ep}: {err}");
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "hello ringkv\n"),
+            "via {ep}: {err}"
+        );
     }
 
     // 1,000 keys, all readable.
     let client = cluster.client();
     write_keys(&client, 0..1000).await;
-    assert_eq!(check_keys(&client, 0..1000, ReadConsistency::Linearizable).await, Ok(()));
+    assert_eq!(
+        check_keys(&client, 0..1000, ReadConsistency::Linearizable).await,
+        Ok(())
+    );
 
     // Placement, measured on the servers: each shard's own scan.
-    let mut kv = KvClient::connect(format!("http://{}", eps[0])).await.expect("connect");
+    let mut kv = KvClient::connect(format!("http://{}", eps[0]))
+        .await
+        .expect("connect");
     let mut per_shard = Vec::new();
     for shard in 0..SHARDS {
-        let req = ScanRequest { prefix: "user:".into(), limit: 10_000, shard: Some(shard), ..Default::default() };
-        per_shard.push(kv.scan(req).await.expect("shard scan").into_inner().items.len());
+        let req = ScanRequest {
+            prefix: "user:".into(),
+            limit: 10_000,
+            shard: Some(shard),
+            ..Default::default()
+        };
+        // The balancer may be moving this shard's leader right now; the raw gRPC client has no
+        // retries of its own, so retry the retryable answer within a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let items = loop {
+            match kv.scan(req.clone()).await {
+                Ok(r) => break r.into_inner().items.len(),
+                Err(s) if s.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                    eprintln!("shard {shard} scan: {} (retrying)", s.message());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(s) => panic!("shard {shard} scan: {s:?}"),
+            }
+        };
+        per_shard.push(items);
     }
     assert_eq!(per_shard.iter().sum::<usize>(), 1000, "{per_shard:?}");
     let mean = 1000.0 / SHARDS as f64;
-    assert!(per_shard.iter().all(|&n| (n as f64) <= 2.0 * mean), "uneven placement: {per_shard:?}");
+    assert!(
+        per_shard.iter().all(|&n| (n as f64) <= 2.0 * mean),
+        "uneven placement: {per_shard:?}"
+    );
     eprintln!("keys per shard: {per_shard:?}");
 
     // Leaders spread: every node leads 2 or 3 of the 8 shards.
     let spread = cluster
         .wait_until("leaders spread 3/3/2", Duration::from_secs(20), || async {
-            cluster.agreed_leaders_public().await.is_some_and(|l| spread_ok(&l, 3))
+            cluster
+                .agreed_leaders_public()
+                .await
+                .is_some_and(|l| spread_ok(&l, 3))
         })
         .await;
     assert_eq!(spread, Ok(()));
 
     // A scan across all shards comes back merged in key order.
-    let page = client.scan("user:0001", 0, ReadConsistency::Linearizable).await.expect("scan");
-    let keys: Vec<String> = page.items.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
+    let page = client
+        .scan("user:0001", 0, ReadConsistency::Linearizable)
+        .await
+        .expect("scan");
+    let keys: Vec<String> = page
+        .items
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect();
     let want: Vec<String> = (10..20).map(key).collect();
     assert_eq!(keys, want);
 }
@@ -123,80 +170,168 @@ async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_busiest_leader_fails_over_and_the_node_catches_up() {
     let mut cluster = Cluster::start(3, SHARDS);
-    assert!(cluster.wait_for_leaders(Duration::from_secs(10)).await.is_ok());
+    assert!(
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .is_ok()
+    );
     let client = cluster.client();
     write_keys(&client, 0..300).await;
     let spread = cluster
         .wait_until("leaders spread", Duration::from_secs(20), || async {
-            cluster.agreed_leaders_public().await.is_some_and(|l| spread_ok(&l, 3))
+            cluster
+                .agreed_leaders_public()
+                .await
+                .is_some_and(|l| spread_ok(&l, 3))
         })
         .await;
     assert_eq!(spread, Ok(()));
 
-    let leaders = cluster.wait_for_leaders(Duration::from_secs(5)).await.expect("leaders");
+    let leaders = cluster
+        .wait_for_leaders(Duration::from_secs(5))
+        .await
+        .expect("leaders");
     let counts = leader_counts(&leaders);
-    let victim = counts.iter().max_by_key(|(_, c)| **c).map(|(id, _)| *id).expect("a leader");
-    eprintln!("killing node {victim}, leader of {} shards", counts[&victim]);
+    let victim = counts
+        .iter()
+        .max_by_key(|(_, c)| **c)
+        .map(|(id, _)| *id)
+        .expect("a leader");
+    eprintln!(
+        "killing node {victim}, leader of {} shards",
+        counts[&victim]
+    );
     cluster.kill(victim);
     let killed_at = Instant::now();
     let failover = cluster.wait_for_leaders(Duration::from_secs(5)).await;
     assert!(failover.is_ok(), "{failover:?}");
-    eprintln!("every shard had a live leader {:?} after SIGKILL", killed_at.elapsed());
+    eprintln!(
+        "every shard had a live leader {:?} after SIGKILL",
+        killed_at.elapsed()
+    );
 
     // Writes succeed on the survivors; every acknowledged key is readable.
-    let survivors: Vec<String> = cluster.endpoints().into_iter().filter(|e| *e != cluster.addr(victim)).collect();
+    let survivors: Vec<String> = cluster
+        .endpoints()
+        .into_iter()
+        .filter(|e| *e != cluster.addr(victim))
+        .collect();
     let client = Client::new(ringkv_client::ClientOptions::new(survivors)).expect("client");
     write_keys(&client, 300..600).await;
-    assert_eq!(check_keys(&client, 0..600, ReadConsistency::Linearizable).await, Ok(()));
+    assert_eq!(
+        check_keys(&client, 0..600, ReadConsistency::Linearizable).await,
+        Ok(())
+    );
 
     // The restarted node catches up and serves serializable reads of every key.
     cluster.restart(victim);
     let own = cluster.client_of(victim);
     let caught_up = cluster
-        .wait_until("restarted node serves every key", Duration::from_secs(30), || async {
-            check_keys(&own, 0..600, ReadConsistency::Serializable).await.is_ok()
-        })
+        .wait_until(
+            "restarted node serves every key",
+            Duration::from_secs(30),
+            || async {
+                check_keys(&own, 0..600, ReadConsistency::Serializable)
+                    .await
+                    .is_ok()
+            },
+        )
         .await;
     assert_eq!(caught_up, Ok(()));
     // And through the CLI, on that node only.
-    let (code, out, err) = cli(&[cluster.addr(victim)], &["get", "--serializable", &key(599)]);
+    let (code, out, err) = cli(
+        &[cluster.addr(victim)],
+        &["get", "--serializable", &key(599)],
+    );
     assert_eq!((code, out.trim_end()), (0, value(599).as_str()), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_cluster_restart_keeps_every_acknowledged_write() {
     let mut cluster = Cluster::start(3, SHARDS);
-    assert!(cluster.wait_for_leaders(Duration::from_secs(10)).await.is_ok());
+    assert!(
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .is_ok()
+    );
     write_keys(&cluster.client(), 0..200).await;
     for id in 1..=3 {
         let status = cluster.stop(id);
-        assert!(status.success(), "node {id} exited with {status} on SIGTERM");
+        assert!(
+            status.success(),
+            "node {id} exited with {status} on SIGTERM"
+        );
     }
     for id in 1..=3 {
         cluster.restart(id);
     }
-    assert!(cluster.wait_for_leaders(Duration::from_secs(15)).await.is_ok());
-    assert_eq!(check_keys(&cluster.client(), 0..200, ReadConsistency::Linearizable).await, Ok(()));
+    assert!(
+        cluster
+            .wait_for_leaders(Duration::from_secs(15))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        check_keys(&cluster.client(), 0..200, ReadConsistency::Linearizable).await,
+        Ok(())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cli_answers_compare_and_swap_and_exit_codes() {
     let cluster = Cluster::start(3, SHARDS);
-    assert!(cluster.wait_for_leaders(Duration::from_secs(10)).await.is_ok());
+    assert!(
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .is_ok()
+    );
     let eps = cluster.endpoints();
     let run = |args: &[&str]| cli(&eps, args);
 
     // An order's life: created → paid → shipped, guarded by value and by version.
-    assert_eq!(run(&["cas", "order:{42}:state", "created", "--expect-absent"]).0, 0);
+    assert_eq!(
+        run(&["cas", "order:{42}:state", "created", "--expect-absent"]).0,
+        0
+    );
     let (code, _, err) = run(&["cas", "order:{42}:state", "shipped", "--expect", "paid"]);
     assert_eq!(code, 1, "compare must fail: {err}");
     assert!(err.contains("compare failed"), "{err}");
-    assert_eq!(run(&["cas", "order:{42}:state", "paid", "--expect", "created"]).0, 0);
+    assert_eq!(
+        run(&["cas", "order:{42}:state", "paid", "--expect", "created"]).0,
+        0
+    );
     let client = cluster.client();
-    let v = client.get("order:{42}:state", ReadConsistency::Linearizable).await.expect("get").expect("present");
+    let v = client
+        .get("order:{42}:state", ReadConsistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(v.value, Bytes::from_static(b"paid"));
-    assert_eq!(run(&["cas", "order:{42}:state", "shipped", "--expect-version", &(v.version + 1).to_string()]).0, 1);
-    assert_eq!(run(&["cas", "order:{42}:state", "shipped", "--expect-version", &v.version.to_string()]).0, 0);
+    assert_eq!(
+        run(&[
+            "cas",
+            "order:{42}:state",
+            "shipped",
+            "--expect-version",
+            &(v.version + 1).to_string()
+        ])
+        .0,
+        1
+    );
+    assert_eq!(
+        run(&[
+            "cas",
+            "order:{42}:state",
+            "shipped",
+            "--expect-version",
+            &v.version.to_string()
+        ])
+        .0,
+        0
+    );
     assert_eq!(run(&["get", "order:{42}:state"]).1, "shipped\n");
 
     // Not found is a negative answer: exit 1.
@@ -208,14 +343,23 @@ async fn cli_answers_compare_and_swap_and_exit_codes() {
     for i in [3, 1, 2] {
         assert_eq!(run(&["put", &format!("scan:{i}"), &format!("v{i}")]).0, 0);
     }
-    assert_eq!(run(&["scan", "scan:"]).1, "scan:1\tv1\nscan:2\tv2\nscan:3\tv3\n");
-    assert_eq!(run(&["scan", "scan:", "--limit", "2"]).1, "scan:1\tv1\nscan:2\tv2\n");
+    assert_eq!(
+        run(&["scan", "scan:"]).1,
+        "scan:1\tv1\nscan:2\tv2\nscan:3\tv3\n"
+    );
+    assert_eq!(
+        run(&["scan", "scan:", "--limit", "2"]).1,
+        "scan:1\tv1\nscan:2\tv2\n"
+    );
 
     // Status as JSON, in the pinned shape.
     let (code, out, _) = run(&["status", "--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).expect("status json");
-    assert_eq!(json["shards"].as_array().map(Vec::len), Some(SHARDS as usize));
+    assert_eq!(
+        json["shards"].as_array().map(Vec::len),
+        Some(SHARDS as usize)
+    );
     assert!(json["shards"][0]["leader"].is_u64());
     assert!(json["shards"][0]["term"].is_u64());
     assert_eq!(json["nodes"].as_array().map(Vec::len), Some(3));
@@ -229,7 +373,12 @@ async fn cli_answers_compare_and_swap_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_clear_error_and_loses_nothing() {
     let cluster = Cluster::start(3, SHARDS);
-    assert!(cluster.wait_for_leaders(Duration::from_secs(10)).await.is_ok());
+    assert!(
+        cluster
+            .wait_for_leaders(Duration::from_secs(10))
+            .await
+            .is_ok()
+    );
     let eps = cluster.endpoints();
     let client = cluster.client();
     client.put("kept", "safe").await.expect("put");
@@ -242,36 +391,82 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() {
     assert_eq!(code, 2, "{err}");
 
     let big_value = vec![b'v'; 65_537];
-    let e = client.put("k", big_value).await.expect_err("oversized value");
-    assert!(matches!(&e, ringkv_client::Error::Invalid(m) if m.contains("value_bytes_max=65536")), "{e}");
+    let e = client
+        .put("k", big_value)
+        .await
+        .expect_err("oversized value");
+    assert!(
+        matches!(&e, ringkv_client::Error::Invalid(m) if m.contains("value_bytes_max=65536")),
+        "{e}"
+    );
     // Exactly at the limit is fine.
-    client.put("max", vec![b'v'; 65_536]).await.expect("value at the limit");
+    client
+        .put("max", vec![b'v'; 65_536])
+        .await
+        .expect("value at the limit");
 
     // A client that names another cluster is refused.
     let mut opts = ringkv_client::ClientOptions::new(eps.clone());
     opts.cluster_id = "someone-else".into();
     let foreign = Client::new(opts).expect("client");
     let e = foreign.put("x", "y").await.expect_err("wrong cluster");
-    assert!(matches!(&e, ringkv_client::Error::Invalid(m) if m.contains("wrong cluster id")), "{e}");
+    assert!(
+        matches!(&e, ringkv_client::Error::Invalid(m) if m.contains("wrong cluster id")),
+        "{e}"
+    );
 
     // An unknown shard id is refused by name.
-    let mut kv = KvClient::connect(format!("http://{}", eps[0])).await.expect("connect");
-    let s = kv.scan(ScanRequest { shard: Some(99), ..Default::default() }).await.expect_err("unknown shard");
+    let mut kv = KvClient::connect(format!("http://{}", eps[0]))
+        .await
+        .expect("connect");
+    let s = kv
+        .scan(ScanRequest {
+            shard: Some(99),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown shard");
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    assert!(s.message().contains("unknown shard id 99"), "{}", s.message());
+    assert!(
+        s.message().contains("unknown shard id 99"),
+        "{}",
+        s.message()
+    );
 
     // Nothing was lost and the cluster still serves.
-    let v = client.get("kept", ReadConsistency::Linearizable).await.expect("get");
+    let v = client
+        .get("kept", ReadConsistency::Linearizable)
+        .await
+        .expect("get");
     assert_eq!(v.map(|v| v.value), Some(Bytes::from_static(b"safe")));
-    assert!(client.get("x", ReadConsistency::Linearizable).await.expect("get").is_none());
+    assert!(
+        client
+            .get("x", ReadConsistency::Linearizable)
+            .await
+            .expect("get")
+            .is_none()
+    );
 }
 
 #[test]
 fn cli_reports_an_unreachable_cluster_with_exit_3() {
     let dead = format!("127.0.0.1:{}", ringkv_tests::free_port());
     let out = std::process::Command::new(ringkv_tests::binary("ringkv"))
-        .args(["--endpoints", &dead, "--timeout-ms", "1500", "put", "k", "v"])
+        .args([
+            "--endpoints",
+            &dead,
+            "--timeout-ms",
+            "1500",
+            "put",
+            "k",
+            "v",
+        ])
         .output()
         .expect("run ringkv");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

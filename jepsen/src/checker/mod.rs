@@ -68,10 +68,16 @@ impl Verdict {
 
 /// Checks a history. Placeholder until the search lands: always `Unknown`.
 pub fn check(_events: &[Event], _opts: &CheckOptions) -> Verdict {
-    Verdict { valid: Validity::Unknown, reason: "checker not implemented yet".into() }
+    Verdict {
+        valid: Validity::Unknown,
+        reason: "checker not implemented yet".into(),
+    }
 }
 
 /// Renders a self-contained HTML timeline of the history with the verdict's anomaly marked.
 pub fn render_html(_events: &[Event], verdict: &Verdict) -> String {
-    format!("<!doctype html><title>verdict</title><p>{}</p>", verdict.reason)
+    format!(
+        "<!doctype html><title>verdict</title><p>{}</p>",
+        verdict.reason
+    )
 }

@@ -39,10 +39,10 @@ impl ChannelPool {
         purpose: Purpose,
     ) -> Result<Channel, tonic::transport::Error> {
         let key = (addr.to_string(), purpose);
-        if let Ok(map) = self.channels.lock() {
-            if let Some(c) = map.get(&key) {
-                return Ok(c.clone());
-            }
+        if let Ok(map) = self.channels.lock()
+            && let Some(c) = map.get(&key)
+        {
+            return Ok(c.clone());
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))

@@ -77,19 +77,21 @@ impl KvService {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(KvError::ShuttingDown);
         }
-        if let Some(h) = header {
-            if !h.cluster_id.is_empty() && h.cluster_id != self.cluster_id {
-                return Err(KvError::Invalid(format!(
-                    "wrong cluster id {:?}: this node belongs to cluster {:?}",
-                    h.cluster_id, self.cluster_id
-                )));
-            }
+        if let Some(h) = header
+            && !h.cluster_id.is_empty()
+            && h.cluster_id != self.cluster_id
+        {
+            return Err(KvError::Invalid(format!(
+                "wrong cluster id {:?}: this node belongs to cluster {:?}",
+                h.cluster_id, self.cluster_id
+            )));
         }
         self.limits.check_request(encoded_len)?;
         self.admission.clone().try_acquire_owned().map_err(|_| {
-            KvError::Overloaded(format!(
+            KvError::Overloaded(
                 "too many requests in flight on this node (inflight_requests_max reached)"
-            ))
+                    .to_string(),
+            )
         })
     }
 

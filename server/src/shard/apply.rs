@@ -210,7 +210,7 @@ pub fn apply_command(
             resp
         }
     };
-    if index % EXPIRY_EVERY == 0 {
+    if index.is_multiple_of(EXPIRY_EVERY) {
         expire_idle_clients(ab, clock)?;
     }
     Ok(response)

@@ -152,7 +152,7 @@ impl StateMachine {
         let (_, tree) = self.tree()?;
         let (applied, membership) = Self::read_meta(&tree)?;
         let meta = SnapshotMeta {
-            last_log_id: applied.clone(),
+            last_log_id: applied,
             last_membership: membership,
         };
         let index = applied.as_ref().map(|l| l.index()).unwrap_or(0);
@@ -205,7 +205,7 @@ impl StateMachine {
         while let Some((k, v)) = reader.next_record()? {
             batch.insert(k, v);
             n += 1;
-            if n % INSTALL_BATCH_RECORDS == 0 {
+            if n.is_multiple_of(INSTALL_BATCH_RECORDS) {
                 tree.apply_batch(std::mem::take(&mut batch))
                     .map_err(sled_err)?;
             }
@@ -295,7 +295,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => CommandResponse::None,
                 EntryPayload::Normal(ref cmd) => apply_command(&mut ab, log_id.index(), cmd)?,
                 EntryPayload::Membership(ref m) => {
-                    membership = Some(StoredMembership::new(Some(log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(log_id), m.clone()));
                     CommandResponse::None
                 }
             };
