@@ -12,6 +12,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
 
+mod bench;
 mod status;
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -48,6 +49,8 @@ enum Command {
     },
     /// Delete KEY (exit 1 when it did not exist).
     Del { key: String },
+    /// Load the cluster and report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
     /// Compare-and-swap: set KEY to NEW_VALUE (or delete it with --delete) only if it matches.
     Cas {
         key: String,
@@ -223,6 +226,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Status { json } => status::run(&client, json).await,
+        Command::Bench(args) => bench::run(&client, args).await,
     }
 }
 

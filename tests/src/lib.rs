@@ -15,8 +15,11 @@ use nix::unistd::Pid;
 use ringkv_client::{Client, ClientOptions, StatusResponse};
 use tempfile::TempDir;
 
-/// Path of a workspace binary (`ringkv-server`, `ringkv`), built on demand.
+/// Path of a workspace binary (`ringkv-server`, `ringkv`), brought up to date once per test
+/// process with `cargo build` (a no-op when fresh), so `cargo test -p ringkv-tests` never runs
+/// a stale binary. `RINGKV_SERVER_BIN` / `RINGKV_BIN` override the path and skip the build.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let env = format!("RINGKV_{}_BIN", name.to_uppercase().replace('-', "_"));
     if let Ok(p) = std::env::var(&env) {
         return PathBuf::from(p);
@@ -29,17 +32,22 @@ pub fn binary(name: &str) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let path = profile_dir.join(name);
-    if !path.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let package = if name == "ringkv" {
             "ringkv-client"
         } else {
             "ringkv-server"
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status();
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status();
         assert!(status.is_ok_and(|s| s.success()), "building {name} failed");
+        built.push(name.to_string());
     }
     assert!(path.exists(), "{} not found; set {env}", path.display());
     path
@@ -243,7 +251,9 @@ impl Cluster {
             if !self.is_running(id) {
                 continue;
             }
-            let s = s.as_ref().ok_or_else(|| format!("node {id} does not answer"))?;
+            let s = s
+                .as_ref()
+                .ok_or_else(|| format!("node {id} does not answer"))?;
             let view: Vec<u64> = s
                 .shards
                 .iter()
