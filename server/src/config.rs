@@ -29,9 +29,13 @@ pub struct NodeArgs {
     /// Virtual points per shard on the hash ring, fixed at bootstrap.
     #[arg(long, default_value_t = ringkv_proto::ring::DEFAULT_VNODES)]
     pub ring_vnodes: u32,
-    /// Admin HTTP address (metrics, health); reserved, not served yet.
+    /// Admin HTTP address: /metrics, /health, /ready, /status. Not served when absent.
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// /ready reports a follower not ready while it has more committed entries than this
+    /// still to apply.
+    #[arg(long, default_value_t = 1000)]
+    pub ready_lag_entries_max: u64,
     /// Cluster identity; every message between nodes and every client header is checked
     /// against it.
     #[arg(long, default_value = "ringkv")]
@@ -83,6 +87,8 @@ pub struct Config {
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub inflight_requests_max: usize,
+    pub admin_listen: Option<String>,
+    pub ready_lag_entries_max: u64,
     pub limits: Limits,
     pub cache_mb: u64,
 }
@@ -218,6 +224,8 @@ impl NodeArgs {
             write_timeout_ms: self.write_timeout_ms,
             read_timeout_ms: self.read_timeout_ms,
             inflight_requests_max: self.inflight_requests_max,
+            admin_listen: self.admin_listen.clone(),
+            ready_lag_entries_max: self.ready_lag_entries_max,
             limits: Limits {
                 key_bytes_max: self.key_bytes_max,
                 value_bytes_max: self.value_bytes_max,

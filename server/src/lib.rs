@@ -3,16 +3,18 @@
 //! Layout (one concept per module): [`config`] and [`identity`] (what a node is), [`node`]
 //! (wiring and shutdown), [`shard`] (one Raft group: log store, state machine, snapshots,
 //! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
-//! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`dev`] (a local
-//! cluster for development).
+//! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`admin`] and
+//! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development).
 //!
-//! Not here yet: admin HTTP endpoint and metrics, membership changes, backup and restore.
+//! Not here yet: membership changes, backup and restore.
 
+pub mod admin;
 pub mod balancer;
 pub mod codec;
 pub mod config;
 pub mod dev;
 pub mod identity;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod router;

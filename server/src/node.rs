@@ -21,9 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState};
 use crate::balancer;
 use crate::config::Config;
 use crate::identity;
+use crate::metrics::Metrics;
 use crate::network::client::{NetContext, NetworkFactory};
 use crate::network::pool::ChannelPool;
 use crate::network::server::RaftService;
@@ -82,7 +84,12 @@ async fn open_shards(
         let raft = Raft::new(cfg.id, raft_cfg.clone(), net, log, sm.clone())
             .await
             .with_context(|| format!("starting shard {id}"))?;
-        shards.push(Shard { id, raft, sm });
+        shards.push(Shard {
+            id,
+            raft,
+            sm,
+            leader_contact: Arc::default(),
+        });
     }
     Ok(Arc::new(shards))
 }
@@ -93,6 +100,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let admin_listener = match &cfg.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on admin address {addr}"))?,
+        ),
+        None => None,
+    };
     let fresh = identity::check_or_create(&cfg.data_dir, &cfg)?;
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, "starting node");
@@ -119,6 +134,7 @@ pub async fn run(
         pool,
         message_bytes_max: MESSAGE_BYTES_MAX,
     });
+    let metrics = Arc::new(Metrics::new().context("registering metrics")?);
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {
         cluster_id: cfg.cluster_id.clone(),
@@ -128,12 +144,13 @@ pub async fn run(
         read_timeout: Duration::from_millis(cfg.read_timeout_ms),
         admission: Arc::new(Semaphore::new(cfg.inflight_requests_max)),
         shutting_down: shutting_down.clone(),
+        metrics: metrics.clone(),
     };
-    let cluster = ClusterService {
+    let cluster = Arc::new(ClusterService {
         cluster_id: cfg.cluster_id.clone(),
         router: router.clone(),
         peers: cfg.peers.clone(),
-    };
+    });
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
         self_id: cfg.id,
@@ -147,7 +164,7 @@ pub async fn run(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
-            .add_service(ClusterServer::new(cluster))
+            .add_service(ClusterServer::from_arc(cluster.clone()))
             .add_service(
                 RaftServer::new(raft_rpc)
                     .max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -156,6 +173,20 @@ pub async fn run(
             .serve_with_incoming_shutdown(incoming, async move { server_cancel.cancelled().await }),
     );
 
+    let admin = match admin_listener {
+        Some(listener) => {
+            let state = Arc::new(AdminState {
+                metrics,
+                shards: shards.clone(),
+                db: db.clone(),
+                cluster,
+                contact_window: Duration::from_millis(cfg.election_timeout_ms * 2),
+                ready_lag_entries_max: cfg.ready_lag_entries_max,
+            });
+            Some(tokio::spawn(admin::serve(listener, state, cancel.clone())))
+        }
+        None => None,
+    };
     bootstrap(&cfg, &shards).await?;
     let balancer = tokio::spawn(balancer::run(cfg.id, shards.clone(), cancel.clone()));
 
@@ -165,6 +196,13 @@ pub async fn run(
     hand_off_leadership(cfg.id, &shards).await;
     cancel.cancel();
     let _ = balancer.await;
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin endpoint ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin endpoint task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     match server.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
         Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),

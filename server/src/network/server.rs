@@ -5,6 +5,7 @@
 //! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
 //! because openraft treats a bad snapshot as fatal.
 
+use openraft::raft::AppendEntriesResponse;
 use ringkv_proto::pb::raft_server::Raft as RaftRpc;
 use ringkv_proto::pb::{RaftReply, RaftRequest, SnapshotChunk, snapshot_chunk};
 use serde::Serialize;
@@ -183,7 +184,14 @@ impl RaftRpc for RaftService {
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
-        reply(shard.raft.append_entries(body).await)
+        let result = shard.raft.append_entries(body).await;
+        if matches!(
+            result,
+            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+        ) {
+            shard.leader_contact.touch();
+        }
+        reply(result)
     }
 
     async fn transfer_leader(

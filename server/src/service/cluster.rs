@@ -19,7 +19,7 @@ pub struct ClusterService {
     pub peers: BTreeMap<u64, String>,
 }
 
-fn role(state: ServerState) -> &'static str {
+pub fn role(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",
@@ -35,6 +35,13 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.snapshot()))
+    }
+}
+
+impl ClusterService {
+    /// This node's view right now (also served by the admin `/status`).
+    pub fn snapshot(&self) -> StatusResponse {
         let mut nodes = self.peers.clone();
         let mut shards = Vec::with_capacity(self.router.shards.len());
         for shard in self.router.shards.iter() {
@@ -60,7 +67,7 @@ impl Cluster for ClusterService {
                 voters: m.membership_config.membership().voter_ids().collect(),
             });
         }
-        Ok(Response::new(StatusResponse {
+        StatusResponse {
             cluster_id: self.cluster_id.clone(),
             node_id: self.router.self_id,
             shard_count: self.router.ring.shard_count(),
@@ -71,6 +78,6 @@ impl Cluster for ClusterService {
                 .collect(),
             shards,
             version: env!("CARGO_PKG_VERSION").to_string(),
-        }))
+        }
     }
 }

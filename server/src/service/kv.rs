@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::Metrics;
 use crate::router::{Route, Router};
 use crate::service::error::KvError;
 use crate::service::limits::Limits;
@@ -44,6 +45,7 @@ pub struct KvService {
     pub read_timeout: Duration,
     pub admission: Arc<Semaphore>,
     pub shutting_down: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn now_ms() -> u64 {
@@ -110,6 +112,7 @@ impl KvService {
             stamped_ms: now_ms(),
             op,
         };
+        let started = Instant::now();
         let result =
             match tokio::time::timeout(self.write_timeout, shard.raft.client_write(cmd)).await {
                 Ok(r) => r,
@@ -121,7 +124,10 @@ impl KvService {
                 }
             };
         match result {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => {
+                self.metrics.observe_proposal(started);
+                Ok(resp.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.router.self_id => {
@@ -150,6 +156,7 @@ impl KvService {
 
     /// Waits until a linearizable read of `shard` may be served from the local replica.
     async fn read_barrier(&self, shard: &Shard) -> Result<(), KvError> {
+        let started = Instant::now();
         let barrier = shard.raft.ensure_linearizable(ReadPolicy::ReadIndex);
         let result = match tokio::time::timeout(self.read_timeout, barrier).await {
             Ok(r) => r,
@@ -164,7 +171,10 @@ impl KvService {
             }
         };
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.metrics.observe_read_barrier(started);
+                Ok(())
+            }
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) if id != self.router.self_id => {
@@ -206,6 +216,11 @@ impl KvService {
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let client = self.router.kv_client(addr)?;
+        let label = match effect {
+            Effect::Read => "read",
+            Effect::Write => "write",
+        };
+        self.metrics.forwarded.with_label_values(&[label]).inc();
         let timeout = self.write_timeout.max(self.read_timeout) + Duration::from_millis(500);
         let result = match tokio::time::timeout(timeout, call(client)).await {
             Ok(r) => r,
@@ -287,10 +302,13 @@ fn unexpected(r: CommandResponse) -> KvError {
     KvError::Internal(format!("state machine answered {r:?}"))
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
+/// The handlers; [`Kv`] wraps each with request metrics.
+impl KvService {
     #[tracing::instrument(skip_all, fields(op = "get"))]
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+    async fn get_inner(
+        &self,
+        request: Request<GetRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
         let mut req = request.into_inner();
         let _permit = self.admit(&req.header, req.encoded_len())?;
         self.limits.check_key(&req.key)?;
@@ -348,7 +366,10 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(skip_all, fields(op = "put"))]
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn put_inner(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
         let mut req = request.into_inner();
         let _permit = self.admit(&req.header, req.encoded_len())?;
         self.limits.check_key(&req.key)?;
@@ -372,7 +393,7 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(skip_all, fields(op = "delete"))]
-    async fn delete(
+    async fn delete_inner(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
@@ -397,7 +418,7 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(skip_all, fields(op = "cas"))]
-    async fn compare_and_swap(
+    async fn compare_and_swap_inner(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
@@ -451,7 +472,10 @@ impl Kv for KvService {
     }
 
     #[tracing::instrument(skip_all, fields(op = "scan"))]
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+    async fn scan_inner(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<Response<ScanResponse>, Status> {
         let req = request.into_inner();
         let _permit = self.admit(&req.header, req.encoded_len())?;
         if req.prefix.len() > self.limits.key_bytes_max {
@@ -550,5 +574,71 @@ impl KvService {
             }
             e => Err(e.into()),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = self.get_inner(request).await;
+        self.metrics.observe_request("get", started, &r);
+        r
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = self.put_inner(request).await;
+        self.metrics.observe_request("put", started, &r);
+        r
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = self.delete_inner(request).await;
+        self.metrics.observe_request("delete", started, &r);
+        r
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = self.compare_and_swap_inner(request).await;
+        self.metrics.observe_request("cas", started, &r);
+        r
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = self.scan_inner(request).await;
+        self.metrics.observe_request("scan", started, &r);
+        r
+    }
+}
+
+/// Counts a request in `ringkv_inflight_requests` for as long as it lives (also when the
+/// client goes away and the handler is dropped mid-way).
+struct Inflight<'a>(&'a Metrics);
+
+impl<'a> Inflight<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.inflight.inc();
+        Inflight(m)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.dec();
     }
 }

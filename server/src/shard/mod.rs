@@ -8,7 +8,8 @@ pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 
@@ -21,6 +22,28 @@ pub struct Shard {
     pub id: u32,
     pub raft: Raft,
     pub sm: StateMachine,
+    pub leader_contact: Arc<LeaderContact>,
+}
+
+/// When this replica last accepted entries or a heartbeat from a leader: the follower-side
+/// signal of "still connected" behind `/ready` (openraft only tracks it on leaders).
+#[derive(Debug, Default)]
+pub struct LeaderContact {
+    at: Mutex<Option<Instant>>,
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Time since the last contact; `None` if there was none since start.
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
 }
 
 impl Shard {

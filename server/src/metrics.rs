@@ -1,0 +1,256 @@
+//! Every metric the server exports, defined in this one module, in Prometheus form.
+//!
+//! Request metrics are recorded as requests finish; per-shard and process gauges are refreshed
+//! from openraft's metrics and sled when `/metrics` is scraped, so they cost nothing between
+//! scrapes. Labels have bounded cardinality: `op` is one of five names, `code` one of gRPC's
+//! codes, `shard` one of `--shards`.
+
+use std::time::Instant;
+
+use openraft::ServerState;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tonic::{Response, Status};
+
+use crate::shard::Shards;
+
+/// Latency buckets in seconds: 100 µs .. 10 s.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The node's metrics registry and handles.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    proposal_seconds: Histogram,
+    read_barrier_seconds: Histogram,
+    pub forwarded: IntCounterVec,
+    pub inflight: IntGauge,
+    shard_is_leader: IntGaugeVec,
+    shard_term: IntGaugeVec,
+    shard_leader_id: IntGaugeVec,
+    shard_last_log_index: IntGaugeVec,
+    shard_committed_index: IntGaugeVec,
+    shard_applied_index: IntGaugeVec,
+    shard_apply_lag: IntGaugeVec,
+    shard_snapshot_index: IntGaugeVec,
+    sled_disk_bytes: IntGauge,
+    process_resident_bytes: IntGauge,
+    scrapes: IntCounter,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    c: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn shard_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGaugeVec> {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &["shard"])?,
+    )
+}
+
+fn latency(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_SECONDS.to_vec())
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        Ok(Metrics {
+            requests: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_requests_total",
+                        "Client requests by operation and gRPC code.",
+                    ),
+                    &["op", "code"],
+                )?,
+            )?,
+            request_seconds: register(
+                &r,
+                HistogramVec::new(
+                    latency(
+                        "ringkv_request_duration_seconds",
+                        "Client request latency, forwarding included.",
+                    ),
+                    &["op"],
+                )?,
+            )?,
+            proposal_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_proposal_duration_seconds",
+                    "From proposing a write on the leader to its applied result (majority fsync + apply).",
+                ))?,
+            )?,
+            read_barrier_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_read_barrier_duration_seconds",
+                    "ReadIndex confirmation time of linearizable reads on the leader.",
+                ))?,
+            )?,
+            forwarded: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_forwarded_requests_total",
+                        "Requests this node forwarded to a shard leader, by effect (read or write).",
+                    ),
+                    &["effect"],
+                )?,
+            )?,
+            inflight: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_inflight_requests",
+                    "Client requests being served now.",
+                )?,
+            )?,
+            shard_is_leader: shard_gauge(
+                &r,
+                "ringkv_shard_is_leader",
+                "1 when this node leads the shard.",
+            )?,
+            shard_term: shard_gauge(&r, "ringkv_shard_term", "Current Raft term of the shard.")?,
+            shard_leader_id: shard_gauge(
+                &r,
+                "ringkv_shard_leader_id",
+                "Leader node id as this node knows it (0 = none).",
+            )?,
+            shard_last_log_index: shard_gauge(
+                &r,
+                "ringkv_shard_last_log_index",
+                "Last log index on this replica.",
+            )?,
+            shard_committed_index: shard_gauge(
+                &r,
+                "ringkv_shard_committed_index",
+                "Committed index known to this replica.",
+            )?,
+            shard_applied_index: shard_gauge(
+                &r,
+                "ringkv_shard_applied_index",
+                "Last applied index on this replica.",
+            )?,
+            shard_apply_lag: shard_gauge(
+                &r,
+                "ringkv_shard_apply_lag_entries",
+                "Committed but not yet applied entries on this replica.",
+            )?,
+            shard_snapshot_index: shard_gauge(
+                &r,
+                "ringkv_shard_snapshot_index",
+                "Log index covered by the latest snapshot.",
+            )?,
+            sled_disk_bytes: register(
+                &r,
+                IntGauge::new("ringkv_sled_disk_bytes", "Bytes sled occupies on disk.")?,
+            )?,
+            process_resident_bytes: register(
+                &r,
+                IntGauge::new(
+                    "process_resident_memory_bytes",
+                    "Resident memory of the server process.",
+                )?,
+            )?,
+            scrapes: register(
+                &r,
+                IntCounter::new("ringkv_metrics_scrapes_total", "Scrapes of /metrics.")?,
+            )?,
+            registry: r,
+        })
+    }
+
+    /// Records one finished client request.
+    pub fn observe_request<T>(
+        &self,
+        op: &'static str,
+        started: Instant,
+        result: &Result<Response<T>, Status>,
+    ) {
+        let code = match result {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        self.requests.with_label_values(&[op, code.as_str()]).inc();
+        self.request_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn observe_proposal(&self, started: Instant) {
+        self.proposal_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn observe_read_barrier(&self, started: Instant) {
+        self.read_barrier_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Refreshes the gauges and renders every metric in Prometheus text format.
+    pub fn render(&self, shards: &Shards, db: &sled::Db) -> String {
+        self.scrapes.inc();
+        for shard in shards.iter() {
+            let m = shard.metrics();
+            let label = shard.id.to_string();
+            let l = [label.as_str()];
+            let applied = m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0);
+            let committed = m.local_committed.as_ref().map(|l| l.index()).unwrap_or(0);
+            self.shard_is_leader
+                .with_label_values(&l)
+                .set(i64::from(m.state == ServerState::Leader));
+            self.shard_term
+                .with_label_values(&l)
+                .set(m.current_term as i64);
+            self.shard_leader_id
+                .with_label_values(&l)
+                .set(m.current_leader.unwrap_or(0) as i64);
+            self.shard_last_log_index
+                .with_label_values(&l)
+                .set(m.last_log_index.unwrap_or(0) as i64);
+            self.shard_committed_index
+                .with_label_values(&l)
+                .set(committed as i64);
+            self.shard_applied_index
+                .with_label_values(&l)
+                .set(applied as i64);
+            self.shard_apply_lag
+                .with_label_values(&l)
+                .set(committed.saturating_sub(applied) as i64);
+            self.shard_snapshot_index
+                .with_label_values(&l)
+                .set(m.snapshot.as_ref().map(|s| s.index()).unwrap_or(0) as i64);
+        }
+        if let Ok(bytes) = db.size_on_disk() {
+            self.sled_disk_bytes.set(bytes as i64);
+        }
+        if let Some(rss) = resident_bytes() {
+            self.process_resident_bytes.set(rss as i64);
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux), in bytes.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
