@@ -44,7 +44,7 @@ impl ClientOptions {
             cluster_id: String::new(),
             request_timeout: Duration::from_secs(15),
             attempt_timeout: Duration::from_secs(12),
-            max_attempts: 10,
+            max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
         }
     }
@@ -327,6 +327,7 @@ impl Client {
         let mut unknown: Option<String> = None;
         let mut last = String::from("no attempt made");
         let mut backoff = Duration::from_millis(20);
+        let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut target = self
             .leader_of(shard)
             .unwrap_or_else(|| self.rotate_endpoint());
@@ -366,14 +367,23 @@ impl Client {
                         None => Error::Invalid(m),
                     });
                 }
+                // A hint naming a node that already failed us in this request is stale (the
+                // hinting node has not noticed the failure yet): back off instead of bouncing.
+                Failure::Redirect(addr) if failed.contains(&addr) => {
+                    last = format!("redirected to {addr}, which failed earlier");
+                }
                 Failure::Redirect(addr) => {
                     last = format!("redirected to {addr}");
                     self.set_leader(shard, Some(addr.clone()));
                     target = addr;
                     continue;
                 }
-                Failure::Definite(m) => last = m,
+                Failure::Definite(m) => {
+                    failed.insert(target.clone());
+                    last = m;
+                }
                 Failure::Unknown(m) => {
+                    failed.insert(target.clone());
                     last = m.clone();
                     unknown = Some(m);
                 }

@@ -48,6 +48,10 @@ pub struct NodeArgs {
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_logs: u64,
+    /// Raft log entries kept behind the latest snapshot, so a follower slightly behind catches
+    /// up from the log instead of a full snapshot.
+    #[arg(long, default_value_t = 1000)]
+    pub log_keep_entries: u64,
     /// A write not committed within this is answered "outcome unknown".
     #[arg(long, default_value_t = 10_000)]
     pub write_timeout_ms: u64,
@@ -84,6 +88,7 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_logs: u64,
+    pub log_keep_entries: u64,
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub inflight_requests_max: usize,
@@ -221,6 +226,7 @@ impl NodeArgs {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             election_timeout_ms: self.election_timeout_ms,
             snapshot_logs: self.snapshot_logs,
+            log_keep_entries: self.log_keep_entries,
             write_timeout_ms: self.write_timeout_ms,
             read_timeout_ms: self.read_timeout_ms,
             inflight_requests_max: self.inflight_requests_max,

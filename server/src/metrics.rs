@@ -39,6 +39,10 @@ pub struct Metrics {
     shard_applied_index: IntGaugeVec,
     shard_apply_lag: IntGaugeVec,
     shard_snapshot_index: IntGaugeVec,
+    shard_purged_index: IntGaugeVec,
+    shard_log_entries: IntGaugeVec,
+    shard_snapshots_built: IntGaugeVec,
+    shard_snapshots_installed: IntGaugeVec,
     sled_disk_bytes: IntGauge,
     process_resident_bytes: IntGauge,
     scrapes: IntCounter,
@@ -154,6 +158,26 @@ impl Metrics {
                 "ringkv_shard_snapshot_index",
                 "Log index covered by the latest snapshot.",
             )?,
+            shard_purged_index: shard_gauge(
+                &r,
+                "ringkv_shard_purged_index",
+                "Last log index purged from this replica's log.",
+            )?,
+            shard_log_entries: shard_gauge(
+                &r,
+                "ringkv_shard_log_entries",
+                "Entries held in this replica's Raft log (last - purged).",
+            )?,
+            shard_snapshots_built: shard_gauge(
+                &r,
+                "ringkv_shard_snapshots_built",
+                "Snapshots this replica built since the process started.",
+            )?,
+            shard_snapshots_installed: shard_gauge(
+                &r,
+                "ringkv_shard_snapshots_installed",
+                "Snapshots this replica installed from a leader since the process started.",
+            )?,
             sled_disk_bytes: register(
                 &r,
                 IntGauge::new("ringkv_sled_disk_bytes", "Bytes sled occupies on disk.")?,
@@ -233,6 +257,20 @@ impl Metrics {
             self.shard_snapshot_index
                 .with_label_values(&l)
                 .set(m.snapshot.as_ref().map(|s| s.index()).unwrap_or(0) as i64);
+            let purged = m.purged.as_ref().map(|l| l.index()).unwrap_or(0);
+            self.shard_purged_index
+                .with_label_values(&l)
+                .set(purged as i64);
+            self.shard_log_entries
+                .with_label_values(&l)
+                .set(m.last_log_index.unwrap_or(0).saturating_sub(purged) as i64);
+            let (built, installed) = shard.sm.snapshot_counts();
+            self.shard_snapshots_built
+                .with_label_values(&l)
+                .set(built as i64);
+            self.shard_snapshots_installed
+                .with_label_values(&l)
+                .set(installed as i64);
         }
         if let Ok(bytes) = db.size_on_disk() {
             self.sled_disk_bytes.set(bytes as i64);

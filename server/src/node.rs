@@ -52,7 +52,7 @@ fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         election_timeout_max: cfg.election_timeout_ms * 2,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: cfg.log_keep_entries,
         purge_batch_size: 256,
         max_payload_entries: 512,
         enable_pre_vote: Some(true),

@@ -148,7 +148,10 @@ impl Cluster {
             .arg(&node.data_dir)
             .args(["--shards", &shards])
             .args(&extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env(
+                "RUST_LOG",
+                "info,openraft=warn,openraft::core::heartbeat=error",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)

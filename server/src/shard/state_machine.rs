@@ -16,6 +16,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -46,6 +47,8 @@ struct Inner {
     live: RwLock<(u64, sled::Tree)>,
     snap_dir: PathBuf,
     flush: FlushCoordinator,
+    snapshots_built: AtomicU64,
+    snapshots_installed: AtomicU64,
 }
 
 /// A shard's state machine; clones share it.
@@ -93,8 +96,18 @@ impl StateMachine {
                 live: RwLock::new((generation, tree)),
                 snap_dir,
                 flush,
+                snapshots_built: AtomicU64::new(0),
+                snapshots_installed: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Snapshots built and installed by this replica since the process started.
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        (
+            self.inner.snapshots_built.load(Ordering::Relaxed),
+            self.inner.snapshots_installed.load(Ordering::Relaxed),
+        )
     }
 
     fn tree(&self) -> io::Result<(u64, sled::Tree)> {
@@ -172,6 +185,7 @@ impl StateMachine {
             records,
         )?;
         snapshot::remove_others(&self.inner.snap_dir, &path)?;
+        self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             shard = self.inner.shard,
             index,
@@ -241,6 +255,9 @@ impl StateMachine {
         }
         snapshot::sync_dir(&self.inner.snap_dir)?;
         snapshot::remove_others(&self.inner.snap_dir, &dest)?;
+        self.inner
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             shard = self.inner.shard,
             index,
