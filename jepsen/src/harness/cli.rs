@@ -1,15 +1,439 @@
-//! `ringkv-jepsen test` arguments and entry point.
+//! `ringkv-jepsen test`: arguments, the run from start to report, and the exit code
+//! (0 valid, 1 invalid, 2 unknown, 3 harness failure).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use ringkv_client::{Client, ReadConsistency};
+use serde_json::json;
+
+use super::HarnessError;
+use super::checks;
+use super::db::Db;
+use super::nemesis::{self, Applied};
+use super::net::Net;
+use super::record::Recorder;
+use super::report;
+use super::workload::{self, Workers, WorkloadKind};
+use crate::checker::{self, CheckOptions, Validity};
 
 /// Arguments of `ringkv-jepsen test` (design §8).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct TestArgs {
     /// Number of server processes.
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// Seconds of workload under faults (recovery and final reads come after).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub time_limit: u64,
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Register)]
+    pub workload: WorkloadKind,
+    /// Faults: none, all, or a comma list of kill, pause, partition, partition-one-way.
+    #[arg(long, default_value = "kill,pause,partition")]
+    pub nemesis: String,
+    /// Reads: linearizable (default) or serializable (each client pinned to one node).
+    #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+    pub read_consistency: Consistency,
+    /// Seed of the fault schedule and the operation mix (random when absent; always printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Report directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub concurrency: u64,
+    /// Register keys (spread over the shards).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub keys: u64,
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// Milliseconds each fault lasts, and each healthy period between faults.
+    #[arg(long, default_value_t = 5_000)]
+    pub fault_ms: u64,
+    #[arg(long, default_value_t = 4_000)]
+    pub heal_ms: u64,
+    /// The server binary (default: `ringkv-server` next to this program, or $RINGKV_SERVER_BIN).
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
 }
 
 /// Runs the test and returns the process exit code.
-pub fn run(_args: TestArgs) -> u8 {
-    eprintln!("ringkv-jepsen test: not implemented yet");
-    3
+pub fn run(args: TestArgs) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv-jepsen test: cannot start runtime: {e}");
+            return 3;
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run_test(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(HarnessError::Interrupted),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringkv-jepsen test: {e}");
+            3
+        }
+    }
+}
+
+fn locate_server(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> {
+    if let Some(p) = explicit {
+        return if p.exists() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(HarnessError::Usage(format!(
+                "--server-bin {} does not exist",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("RINGKV_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| HarnessError::Usage(e.to_string()))?;
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    for candidate in [
+        dir.join("ringkv-server"),
+        dir.join("..").join("ringkv-server"),
+    ] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(HarnessError::Usage(
+        "ringkv-server not found next to ringkv-jepsen; build it (cargo build -p ringkv-server) or pass --server-bin".into(),
+    ))
+}
+
+/// Shard → leader as one reachable node reports it (empty when none answers in time).
+async fn leaders(client: &Client, endpoints: &[String]) -> Vec<u64> {
+    for ep in endpoints {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(800), client.status_of(ep)).await
+        {
+            let l: Vec<u64> = s.shards.iter().map(|sh| sh.leader.unwrap_or(0)).collect();
+            if l.iter().all(|&x| x != 0) {
+                return l;
+            }
+        }
+    }
+    vec![]
+}
+
+/// Waits until every node answers and names a leader for every shard.
+async fn wait_healthy(
+    client: &Client,
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<(), HarnessError> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut ok = true;
+        for ep in endpoints {
+            match tokio::time::timeout(Duration::from_millis(800), client.status_of(ep)).await {
+                Ok(Ok(s)) if s.shards.iter().all(|sh| sh.leader.is_some()) => {}
+                Ok(Ok(_)) => {
+                    ok = false;
+                    last = format!("{ep} misses a leader");
+                }
+                _ => {
+                    ok = false;
+                    last = format!("{ep} does not answer");
+                }
+            }
+        }
+        if ok {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(HarnessError::Unhealthy(format!(
+        "after {timeout:?}: {last}"
+    )))
+}
+
+async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
+    let seed = args.seed.unwrap_or_else(rand::random::<u64>);
+    let kinds = nemesis::parse_kinds(&args.nemesis).map_err(HarnessError::Usage)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("ringkv-jepsen-out/seed-{seed}")));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| HarnessError::Report(format!("{}: {e}", out.display())))?;
+    let data = out.join("data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| HarnessError::Report(e.to_string()))?;
+    }
+    for id in 1..=args.nodes {
+        let _ = std::fs::remove_file(out.join(format!("node-{id}.log")));
+    }
+    let bin = locate_server(args.server_bin.as_deref())?;
+    let repeat = format!(
+        "ringkv-jepsen test --nodes {} --time-limit {} --workload {:?} --nemesis {} --read-consistency {:?} --seed {seed} --concurrency {} --keys {} --shards {} --fault-ms {} --heal-ms {}",
+        args.nodes, args.time_limit, args.workload, args.nemesis, args.read_consistency, args.concurrency, args.keys, args.shards, args.fault_ms, args.heal_ms
+    )
+    .to_lowercase();
+    eprintln!("seed {seed}; report in {}", out.display());
+    eprintln!("repeat with: {repeat}");
+
+    let n = args.nodes as usize;
+    let run_id = std::process::id() % 20_000 + 1;
+    let mut net = Net::create(run_id, n)?;
+    let mut db = Db::start(&bin, &out, &net, n, args.shards)?;
+    let endpoints = db.endpoints();
+    let admin = workload::client(endpoints.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
+    wait_healthy(&admin, &endpoints, Duration::from_secs(30)).await?;
+    let server_version = admin
+        .status_of(&endpoints[0])
+        .await
+        .map(|s| s.version)
+        .unwrap_or_default();
+
+    let start = Instant::now();
+    let recorder = Arc::new(Recorder::new(start));
+    let consistency = match args.read_consistency {
+        Consistency::Linearizable => ReadConsistency::Linearizable,
+        Consistency::Serializable => ReadConsistency::Serializable,
+    };
+    let workers = Arc::new(Workers {
+        recorder: recorder.clone(),
+        next_process: AtomicU64::new(0),
+        next_value: AtomicU64::new(1),
+        keys: args.keys,
+        consistency,
+        deadline: start + Duration::from_secs(args.time_limit),
+        set_attempted: AtomicU64::new(0),
+    });
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency as usize {
+        // Serializable reads: pin each worker to one node so stale replicas are observable.
+        let eps = match args.read_consistency {
+            Consistency::Serializable => vec![endpoints[w % n].clone()],
+            Consistency::Linearizable => {
+                let mut e = endpoints.clone();
+                e.rotate_left(w % n);
+                e
+            }
+        };
+        let c = workload::client(eps).map_err(|e| HarnessError::Db(e.to_string()))?;
+        let ws = workers.clone();
+        let worker_seed = seed.wrapping_add(w as u64 + 1);
+        tasks.push(match args.workload {
+            WorkloadKind::Register => tokio::spawn(workload::register_worker(ws, c, worker_seed)),
+            WorkloadKind::Set => tokio::spawn(workload::set_worker(ws, c)),
+        });
+    }
+
+    // The nemesis.
+    let plan = nemesis::schedule(
+        seed,
+        &kinds,
+        args.time_limit * 1000,
+        args.fault_ms,
+        args.heal_ms,
+    );
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e656d);
+    let mut applied: Vec<Applied> = Vec::new();
+    for p in &plan {
+        tokio::time::sleep_until((start + Duration::from_millis(p.start_ms)).into()).await;
+        let l = leaders(&admin, &endpoints).await;
+        let start_ns = recorder.now_ns();
+        let (detail, nodes) = nemesis::apply(p.kind, &mut rng, &mut db, &mut net, &l)?;
+        eprintln!("[{:>6.2}s] fault: {detail}", start_ns as f64 / 1e9);
+        applied.push(Applied {
+            kind: p.kind,
+            detail,
+            nodes,
+            start_ns,
+            end_ns: None,
+        });
+        tokio::time::sleep_until((start + Duration::from_millis(p.end_ms)).into()).await;
+        nemesis::heal_all(&mut db, &mut net)?;
+        let end_ns = recorder.now_ns();
+        if let Some(a) = applied.last_mut() {
+            a.end_ns = Some(end_ns);
+        }
+        eprintln!("[{:>6.2}s] healed", end_ns as f64 / 1e9);
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let workload_end_ns = recorder.now_ns();
+
+    // Final phase: heal everything, wait for recovery, final reads.
+    nemesis::heal_all(&mut db, &mut net)?;
+    wait_healthy(&admin, &endpoints, Duration::from_secs(60)).await?;
+    let final_client =
+        workload::client(endpoints.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
+    let final_deadline = Instant::now() + Duration::from_secs(30);
+    let mut set_read = None;
+    match args.workload {
+        WorkloadKind::Register => {
+            workload::register_final_reads(&workers, &final_client, final_deadline)
+                .await
+                .map_err(HarnessError::Unhealthy)?
+        }
+        WorkloadKind::Set => {
+            set_read = Some(
+                workload::set_final_read(&final_client, final_deadline)
+                    .await
+                    .map_err(HarnessError::Unhealthy)?,
+            )
+        }
+    }
+    let end_ns = recorder.now_ns();
+    let events = recorder.events();
+    drop(db);
+    drop(net);
+
+    // Checks.
+    let stats = checks::stats(&events);
+    let availability = checks::availability(&events, &applied, workload_end_ns);
+    let mut checkers = serde_json::Map::new();
+    let mut validity = Validity::Valid;
+    let mut timeline = None;
+    match args.workload {
+        WorkloadKind::Register => {
+            let opts = CheckOptions {
+                time_limit: Some(Duration::from_secs(120)),
+                ..Default::default()
+            };
+            let verdict = tokio::task::spawn_blocking({
+                let events = events.clone();
+                move || checker::check(&events, &opts)
+            })
+            .await
+            .map_err(|e| HarnessError::Report(format!("checker task: {e}")))?;
+            validity = verdict.valid;
+            if verdict.valid != Validity::Valid {
+                timeline = Some(checker::render_html(&events, &verdict));
+            }
+            checkers.insert(
+                "linearizability".into(),
+                serde_json::to_value(&verdict).unwrap_or_default(),
+            );
+        }
+        WorkloadKind::Set => {
+            let r = checks::check_set(&events, set_read.as_deref().unwrap_or_default());
+            if !r.valid {
+                validity = Validity::Invalid;
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["reason"] = json!(format!(
+                "{} acknowledged, {} unknown ({} turned up), {} read; {} lost, {} unexpected",
+                r.acknowledged,
+                r.unknown,
+                r.recovered,
+                r.read,
+                r.lost.len(),
+                r.unexpected.len()
+            ));
+            checkers.insert("set".into(), v);
+        }
+    }
+    let faults_by_kind = kinds
+        .iter()
+        .map(|k| {
+            (
+                k.name().to_string(),
+                applied.iter().filter(|a| a.kind == *k).count(),
+            )
+        })
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let valid_json = match validity {
+        Validity::Valid => json!(true),
+        Validity::Invalid => json!(false),
+        Validity::Unknown => json!("unknown"),
+    };
+    let results = json!({
+        "valid": valid_json,
+        "seed": seed,
+        "repeat": repeat,
+        "options": {
+            "nodes": args.nodes, "time_limit_s": args.time_limit, "workload": args.workload,
+            "nemesis": args.nemesis, "read_consistency": args.read_consistency,
+            "concurrency": args.concurrency, "keys": args.keys, "shards": args.shards,
+            "fault_ms": args.fault_ms, "heal_ms": args.heal_ms,
+        },
+        "versions": {"ringkv_jepsen": env!("CARGO_PKG_VERSION"), "ringkv_server": server_version, "server_bin": bin.display().to_string()},
+        "checkers": checkers,
+        "stats": stats,
+        "availability": availability,
+        "faults": applied,
+        "faults_by_kind": faults_by_kind,
+        "elapsed_s": end_ns as f64 / 1e9,
+    });
+
+    // Report.
+    let mut history = String::new();
+    for e in &events {
+        history
+            .push_str(&serde_json::to_string(e).map_err(|e| HarnessError::Report(e.to_string()))?);
+        history.push('\n');
+    }
+    std::fs::write(out.join("history.jsonl"), history)
+        .map_err(|e| HarnessError::Report(e.to_string()))?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap_or_default(),
+    )
+    .map_err(|e| HarnessError::Report(e.to_string()))?;
+    report::latency_plot(&out.join("latency.svg"), &events, &applied, end_ns)?;
+    report::throughput_plot(&out.join("throughput.svg"), &events, &applied, end_ns)?;
+    if let Some(t) = &timeline {
+        std::fs::write(out.join("timeline.html"), t)
+            .map_err(|e| HarnessError::Report(e.to_string()))?;
+    }
+    report::index(&out, &results, &applied, n, timeline.is_some(), &repeat)?;
+    let _ = std::fs::remove_dir_all(&data);
+
+    eprintln!(
+        "{}: {} ok, {} fail, {} info; faults {:?}; longest unavailability {:.0} ms; report {}",
+        match validity {
+            Validity::Valid => "VALID",
+            Validity::Invalid => "INVALID",
+            Validity::Unknown => "UNKNOWN",
+        },
+        stats.ok,
+        stats.fail,
+        stats.info,
+        faults_by_kind,
+        availability.longest_gap_ms,
+        out.join("index.html").display()
+    );
+    println!(
+        "{}",
+        serde_json::to_string(
+            &json!({"valid": results["valid"], "seed": seed, "out": out.display().to_string()})
+        )
+        .unwrap_or_default()
+    );
+    Ok(match validity {
+        Validity::Valid => 0,
+        Validity::Invalid => 1,
+        Validity::Unknown => 2,
+    })
 }

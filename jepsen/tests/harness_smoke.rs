@@ -1,0 +1,129 @@
+//! A short fault-injection run of the real binaries, as part of the test suite: about 30 s of
+//! the register workload under SIGKILL and partitions (fixed seed), which must be valid, apply
+//! both kinds of fault, and write a complete report that headless Chromium renders from disk
+//! (the browser part is skipped, saying so, when Chromium is not installed; CI installs it).
+//! Needs root for network namespaces, as CI has.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The server binary next to the harness, built if missing or stale.
+fn server_bin() -> PathBuf {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_ringkv-jepsen"));
+    let dir = harness.parent().map(Path::to_path_buf).unwrap_or_default();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "ringkv-server",
+        "--bin",
+        "ringkv-server",
+    ]);
+    if dir.file_name().is_some_and(|d| d == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "building ringkv-server failed");
+    let bin = dir.join("ringkv-server");
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+#[test]
+fn a_short_kill_and_partition_run_is_valid_and_reported() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let seed = "42";
+    eprintln!("seed {seed}");
+    let run = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
+        .args([
+            "test",
+            "--time-limit",
+            "30",
+            "--nemesis",
+            "kill,partition",
+            "--seed",
+            seed,
+        ])
+        .args(["--fault-ms", "4000", "--heal-ms", "3000"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(server_bin())
+        .output()
+        .expect("run ringkv-jepsen test");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(run.status.code(), Some(0), "the run must be valid");
+
+    for f in [
+        "history.jsonl",
+        "results.json",
+        "latency.svg",
+        "throughput.svg",
+        "index.html",
+        "node-1.log",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} missing from the report");
+    }
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results"),
+    )
+    .expect("json");
+    assert_eq!(results["valid"], true);
+    assert_eq!(results["seed"], 42);
+    assert!(
+        results["faults_by_kind"]["kill"].as_u64() >= Some(1),
+        "{}",
+        results["faults_by_kind"]
+    );
+    assert!(
+        results["faults_by_kind"]["partition"].as_u64() >= Some(1),
+        "{}",
+        results["faults_by_kind"]
+    );
+    let ok = results["stats"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 500, "only {ok} ok operations");
+    assert_eq!(results["checkers"]["linearizability"]["valid"], true);
+    let svg = std::fs::read_to_string(out.path().join("latency.svg")).expect("svg");
+    assert!(
+        svg.contains("latency (ms)") && svg.contains("time since start (s)"),
+        "axes labelled with units"
+    );
+
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+        return;
+    };
+    let profile = tempfile::tempdir().expect("profile");
+    let dom = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!(
+            "file://{}",
+            out.path().join("index.html").display()
+        ))
+        .output()
+        .expect("chromium");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("id=\"verdict\">VALID<"),
+        "report rendered: {dom:.500}"
+    );
+    assert!(dom.contains("latency.svg") && dom.contains("node-1.log"));
+}
