@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringkv-jepsen")
 }
@@ -147,13 +149,6 @@ fn a_pathological_history_is_unknown_within_the_time_limit_and_bounded_memory() 
     assert!(peak < 2 << 30, "peak RSS {} MiB", peak >> 20);
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[test]
 fn the_html_timeline_of_a_failing_etcd_log_renders_in_chromium() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -187,32 +182,12 @@ fn the_html_timeline_of_a_failing_etcd_log_renders_in_chromium() {
         "self-contained"
     );
 
-    let Some(chromium) = chromium() else {
-        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+    let Some(dom) = common::chromium_dom(&html) else {
         return;
     };
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", html.display()))
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
     assert!(
         dom.contains("id=\"timeline\""),
-        "chromium rendered the timeline: {}",
-        String::from_utf8_lossy(&out.stderr)
+        "chromium rendered the timeline"
     );
     let bars = dom.matches("class=\"op").count();
     assert!(bars > 50, "only {bars} bars rendered");

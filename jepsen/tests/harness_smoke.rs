@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 /// The server binary next to the harness, built if missing or stale.
 fn server_bin() -> PathBuf {
     let harness = PathBuf::from(env!("CARGO_BIN_EXE_ringkv-jepsen"));
@@ -92,35 +94,9 @@ fn a_short_kill_and_partition_run_is_valid_and_reported() {
         "axes labelled with units"
     );
 
-    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
-        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+    let Some(dom) = common::chromium_dom(&out.path().join("index.html")) else {
         return;
     };
-    let profile = tempfile::tempdir().expect("profile");
-    let dom = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!(
-            "file://{}",
-            out.path().join("index.html").display()
-        ))
-        .output()
-        .expect("chromium");
-    let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
         dom.contains("id=\"verdict\">VALID<"),
         "report rendered: {dom:.500}"

@@ -75,6 +75,19 @@ fn spread_ok(leaders: &[u64], nodes: u64) -> bool {
     counts.len() == nodes as usize && counts.values().all(|&c| c >= lo && c <= hi)
 }
 
+/// Waits until every node leads 2 or 3 of the 8 shards (the balancer's target).
+async fn wait_for_spread(cluster: &Cluster) {
+    let spread = cluster
+        .wait_until("leaders spread 3/3/2", Duration::from_secs(20), || async {
+            cluster
+                .agreed_leaders_public()
+                .await
+                .is_some_and(|l| spread_ok(&l, 3))
+        })
+        .await;
+    assert_eq!(spread, Ok(()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node() {
     let started = Instant::now();
@@ -143,15 +156,7 @@ async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node()
     eprintln!("keys per shard: {per_shard:?}");
 
     // Leaders spread: every node leads 2 or 3 of the 8 shards.
-    let spread = cluster
-        .wait_until("leaders spread 3/3/2", Duration::from_secs(20), || async {
-            cluster
-                .agreed_leaders_public()
-                .await
-                .is_some_and(|l| spread_ok(&l, 3))
-        })
-        .await;
-    assert_eq!(spread, Ok(()));
+    wait_for_spread(&cluster).await;
 
     // A scan across all shards comes back merged in key order.
     let page = client
@@ -178,15 +183,7 @@ async fn sigkill_of_the_busiest_leader_fails_over_and_the_node_catches_up() {
     );
     let client = cluster.client();
     write_keys(&client, 0..300).await;
-    let spread = cluster
-        .wait_until("leaders spread", Duration::from_secs(20), || async {
-            cluster
-                .agreed_leaders_public()
-                .await
-                .is_some_and(|l| spread_ok(&l, 3))
-        })
-        .await;
-    assert_eq!(spread, Ok(()));
+    wait_for_spread(&cluster).await;
 
     let leaders = cluster
         .wait_for_leaders(Duration::from_secs(5))

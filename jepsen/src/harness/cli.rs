@@ -225,7 +225,6 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         keys: args.keys,
         consistency,
         deadline: start + Duration::from_secs(args.time_limit),
-        set_attempted: AtomicU64::new(0),
     });
     let mut tasks = Vec::new();
     for w in 0..args.concurrency as usize {

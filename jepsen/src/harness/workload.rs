@@ -50,6 +50,17 @@ fn decode(b: &Bytes) -> Value {
         .unwrap_or(Value::String(s.into_owned()))
 }
 
+/// How a write ended: `Ok(true)` took effect; `Ok(false)` (a comparison that failed) and
+/// definite errors certainly took no effect; anything else is unknown.
+fn outcome(r: Result<bool, Error>) -> EventType {
+    match r {
+        Ok(true) => EventType::Ok,
+        Ok(false) => EventType::Fail,
+        Err(e) if e.is_definite() => EventType::Fail,
+        Err(_) => EventType::Info,
+    }
+}
+
 /// Shared state of the workers.
 pub struct Workers {
     pub recorder: Arc<Recorder>,
@@ -58,8 +69,6 @@ pub struct Workers {
     pub keys: u64,
     pub consistency: ReadConsistency,
     pub deadline: Instant,
-    /// Elements of the set workload whose add was attempted.
-    pub set_attempted: AtomicU64,
 }
 
 /// Runs one worker until the deadline: register operations.
@@ -96,24 +105,13 @@ pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
             let v = w.next_value.fetch_add(1, Ordering::Relaxed);
             w.recorder
                 .record(process, EventType::Invoke, Function::Write, &key, json!(v));
-            match client.put(key.clone(), v.to_string()).await {
-                Ok(_) => {
-                    last_seen[k as usize] = json!(v);
-                    w.recorder
-                        .record(process, EventType::Ok, Function::Write, &key, json!(v));
-                    false
-                }
-                Err(e) if e.is_definite() => {
-                    w.recorder
-                        .record(process, EventType::Fail, Function::Write, &key, json!(v));
-                    false
-                }
-                Err(_) => {
-                    w.recorder
-                        .record(process, EventType::Info, Function::Write, &key, json!(v));
-                    true
-                }
+            let outcome = outcome(client.put(key.clone(), v.to_string()).await.map(|_| true));
+            if outcome == EventType::Ok {
+                last_seen[k as usize] = json!(v);
             }
+            w.recorder
+                .record(process, outcome, Function::Write, &key, json!(v));
+            outcome == EventType::Info
         } else {
             let v = w.next_value.fetch_add(1, Ordering::Relaxed);
             let expected = last_seen[k as usize].clone();
@@ -124,32 +122,16 @@ pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
                 Value::Null => Expect::Absent,
                 other => Expect::Value(Bytes::from(other.to_string())),
             };
-            match client
+            let result = client
                 .cas(key.clone(), expect, Some(Bytes::from(v.to_string())))
-                .await
-            {
-                Ok(o) if o.succeeded => {
-                    last_seen[k as usize] = json!(v);
-                    w.recorder
-                        .record(process, EventType::Ok, Function::Cas, &key, arg);
-                    false
-                }
-                Ok(_) => {
-                    w.recorder
-                        .record(process, EventType::Fail, Function::Cas, &key, arg);
-                    false
-                }
-                Err(e) if e.is_definite() => {
-                    w.recorder
-                        .record(process, EventType::Fail, Function::Cas, &key, arg);
-                    false
-                }
-                Err(_) => {
-                    w.recorder
-                        .record(process, EventType::Info, Function::Cas, &key, arg);
-                    true
-                }
+                .await;
+            let outcome = outcome(result.map(|o| o.succeeded));
+            if outcome == EventType::Ok {
+                last_seen[k as usize] = json!(v);
             }
+            w.recorder
+                .record(process, outcome, Function::Cas, &key, arg);
+            outcome == EventType::Info
         };
         if retired {
             process = w.next_process.fetch_add(1, Ordering::Relaxed);
@@ -168,23 +150,14 @@ pub async fn set_worker(w: Arc<Workers>, client: Client) {
     let add = Function::Other("add".into());
     while Instant::now() < w.deadline {
         let e = w.next_value.fetch_add(1, Ordering::Relaxed);
-        w.set_attempted.fetch_max(e + 1, Ordering::Relaxed);
         let key = set_key(e);
         w.recorder
             .record(process, EventType::Invoke, add.clone(), &key, json!(e));
-        match client.put(key.clone(), "1").await {
-            Ok(_) => w
-                .recorder
-                .record(process, EventType::Ok, add.clone(), &key, json!(e)),
-            Err(err) if err.is_definite() => {
-                w.recorder
-                    .record(process, EventType::Fail, add.clone(), &key, json!(e))
-            }
-            Err(_) => {
-                w.recorder
-                    .record(process, EventType::Info, add.clone(), &key, json!(e));
-                process = w.next_process.fetch_add(1, Ordering::Relaxed);
-            }
+        let outcome = outcome(client.put(key.clone(), "1").await.map(|_| true));
+        w.recorder
+            .record(process, outcome, add.clone(), &key, json!(e));
+        if outcome == EventType::Info {
+            process = w.next_process.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
