@@ -114,7 +114,12 @@ struct Inner {
     in_flight: Mutex<BTreeSet<u64>>,
     routing: RwLock<Routing>,
     next_endpoint: AtomicUsize,
+    /// Nodes that just failed an attempt, and until when other nodes are preferred.
+    suspects: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a node that failed an attempt is passed over while others are available.
+const SUSPECT_FOR: Duration = Duration::from_millis(2_000);
 
 /// A RingKV client. Cheap to clone; clones share connections and the write identity.
 #[derive(Clone)]
@@ -208,6 +213,7 @@ impl Client {
                 in_flight: Mutex::new(BTreeSet::new()),
                 routing: RwLock::new(Routing::default()),
                 next_endpoint: AtomicUsize::new(0),
+                suspects: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -240,10 +246,35 @@ impl Client {
         Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
     }
 
+    /// The next endpoint in turn, passing over suspects unless every endpoint is one.
     fn rotate_endpoint(&self) -> String {
         let eps = &self.inner.opts.endpoints;
-        let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        eps[i % eps.len()].clone()
+        let mut first = None;
+        for _ in 0..eps.len() {
+            let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
+            let ep = &eps[i % eps.len()];
+            if !self.is_suspect(ep) {
+                return ep.clone();
+            }
+            first.get_or_insert_with(|| ep.clone());
+        }
+        first.unwrap_or_else(|| eps[0].clone())
+    }
+
+    /// Marks `addr` as just failed: other nodes are preferred for a short while.
+    fn suspect(&self, addr: &str) {
+        if let Ok(mut s) = self.inner.suspects.lock() {
+            s.insert(addr.to_string(), Instant::now() + SUSPECT_FOR);
+        }
+    }
+
+    fn is_suspect(&self, addr: &str) -> bool {
+        self.inner
+            .suspects
+            .lock()
+            .ok()
+            .and_then(|s| s.get(addr).copied())
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Fetches the ring and leaders from the cluster if not known yet (best effort).
@@ -330,6 +361,7 @@ impl Client {
         let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut target = self
             .leader_of(shard)
+            .filter(|l| !self.is_suspect(l))
             .unwrap_or_else(|| self.rotate_endpoint());
         for _ in 0..opts.max_attempts.max(1) {
             let now = Instant::now();
@@ -369,7 +401,7 @@ impl Client {
                 }
                 // A hint naming a node that already failed us in this request is stale (the
                 // hinting node has not noticed the failure yet): back off instead of bouncing.
-                Failure::Redirect(addr) if failed.contains(&addr) => {
+                Failure::Redirect(addr) if failed.contains(&addr) || self.is_suspect(&addr) => {
                     last = format!("redirected to {addr}, which failed earlier");
                 }
                 Failure::Redirect(addr) => {
@@ -380,10 +412,12 @@ impl Client {
                 }
                 Failure::Definite(m) => {
                     failed.insert(target.clone());
+                    self.suspect(&target);
                     last = m;
                 }
                 Failure::Unknown(m) => {
                     failed.insert(target.clone());
+                    self.suspect(&target);
                     last = m.clone();
                     unknown = Some(m);
                 }

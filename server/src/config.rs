@@ -11,6 +11,10 @@ use crate::service::limits::{
 /// Flags of `ringkv-server` (design section 8).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
+    /// A TOML file with any of these settings (field = flag name in snake case, e.g.
+    /// `election_timeout_ms = 1000`); flags given on the command line override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// This node's id (a positive integer, never reused for another disk).
     #[arg(long)]
     pub id: Option<u64>,
@@ -101,13 +105,13 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
 pub struct ConfigError {
-    pub field: &'static str,
+    pub field: String,
     pub reason: String,
 }
 
-fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
+fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
-        field,
+        field: field.to_string(),
         reason: reason.into(),
     }
 }
@@ -160,6 +164,14 @@ impl NodeArgs {
             .data_dir
             .clone()
             .ok_or_else(|| bad("data_dir", "required"))?;
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("listen", format!("{listen:?} is not IP:PORT")));
+        }
+        if let Some(a) = &self.admin_listen
+            && a.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad("admin_listen", format!("{a:?} is not IP:PORT")));
+        }
         if !peers.contains_key(&id) {
             return Err(bad("peers", format!("does not name this node's id {id}")));
         }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod balancer;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod dev;
 pub mod identity;
 pub mod metrics;

@@ -63,7 +63,36 @@ async fn shutdown_signal() {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Cli::command();
+    let argv = match ringkv_server::config_file::expand(&cmd, std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ringkv-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = match cmd
+        .try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    // A bad configuration stops the server before anything starts: exit 2, one line.
+    let cfg = match &cli.command {
+        Some(_) => None,
+        None => match cli.node.validate() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("ringkv-server: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -81,7 +110,9 @@ fn main() -> std::process::ExitCode {
                 dev::run(args, shutdown_signal()).await
             }
             None => {
-                let cfg = cli.node.validate()?;
+                let Some(cfg) = cfg else {
+                    return Err(anyhow::anyhow!("no configuration"));
+                };
                 init_logging(&cli.node.log_format);
                 let listener = tokio::net::TcpListener::bind(&cfg.listen)
                     .await

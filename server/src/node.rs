@@ -246,6 +246,7 @@ async fn bootstrap(cfg: &Config, shards: &Shards) -> anyhow::Result<()> {
 /// Moves leadership of every shard this node leads to another voter, waiting a bounded time.
 async fn hand_off_leadership(self_id: u64, shards: &Shards) {
     let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+    let mut handing_off = Vec::new();
     for shard in shards.iter() {
         let m = shard.metrics();
         if m.state != ServerState::Leader {
@@ -260,11 +261,14 @@ async fn hand_off_leadership(self_id: u64, shards: &Shards) {
                     .max_by_key(|(_, l)| l.as_ref().map(|l| l.index()))
             })
             .map(|(id, _)| *id);
-        if let Some(to) = target {
-            let _ = shard.raft.trigger().transfer_leader(to).await;
+        if let Some(to) = target
+            && shard.raft.trigger().transfer_leader(to).await.is_ok()
+        {
+            handing_off.push(shard);
         }
     }
-    for shard in shards.iter() {
+    // Only shards with another voter to take over are waited for.
+    for shard in handing_off {
         while shard.metrics().state == ServerState::Leader && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
