@@ -1,4 +1,5 @@
-//! The admin HTTP endpoint (`--admin-listen`): `/metrics` (Prometheus text), `/health`
+//! The admin HTTP endpoint (`--admin-listen`): `/` (a self-refreshing dashboard page with no
+//! external assets), `/metrics` (Prometheus text), `/health`
 //! (the process is alive and serving HTTP), `/ready` (this node can serve every shard now), and
 //! `/status` (this node's view of every shard and node, as JSON).
 //!
@@ -43,6 +44,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
@@ -51,6 +53,17 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
+}
+
+/// The dashboard: one static page that polls `/status`, `/metrics` and `/ready`.
+const DASHBOARD_HTML: &str = include_str!("admin_assets/dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD_HTML,
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {

@@ -418,3 +418,46 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The DOM of `url` after headless Chromium ran its scripts for `settle_ms`, or `None` (after
+/// printing "skipped") when Chromium is not installed.
+pub fn chromium_dom(url: &str, settle_ms: u64, screenshot: Option<&Path>) -> Option<String> {
+    let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+        return None;
+    };
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = Command::new(&chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1400",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--virtual-time-budget={settle_ms}"));
+    if let Some(png) = screenshot {
+        let shot = Command::new(&chromium)
+            .args(cmd.get_args())
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(url)
+            .output()
+            .expect("chromium screenshot");
+        assert!(shot.status.success(), "screenshot failed");
+    }
+    let out = cmd
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}

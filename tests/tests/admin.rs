@@ -187,3 +187,38 @@ async fn ready_follows_quorum_loss_and_recovery() {
     }
     assert_eq!(back, Ok(()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_shows_every_node_and_shard() {
+    let cluster = Cluster::start(3, SHARDS);
+    cluster
+        .wait_for_leaders(Duration::from_secs(10))
+        .await
+        .expect("leaders");
+    let (code, page) = http_get(&cluster.admin_addr(1), "/").await.expect("GET /");
+    assert_eq!(code, 200);
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+    let url = format!("http://{}/", cluster.admin_addr(1));
+    // Keep the screenshot where a person can look at it: target/ringkv-dashboard.png.
+    let png = std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/ringkv-dashboard.png"
+    ));
+    let Some(dom) = ringkv_tests::chromium_dom(&url, 3_000, Some(&png)) else {
+        return;
+    };
+    eprintln!("dashboard screenshot: {}", png.display());
+    // Header row + one row per node / shard, filled in by the page's script.
+    for id in 1..=3 {
+        assert!(dom.contains(&format!("node {id}")), "node {id} shown");
+    }
+    let shard_rows =
+        dom.matches("class=\"l leader\"").count() + dom.matches("class=\"l follower\"").count();
+    assert_eq!(
+        shard_rows, SHARDS as usize,
+        "every shard shown: {dom:.2000}"
+    );
+}
