@@ -23,7 +23,8 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP a node; SIGCONT at heal.
     Pause,
-    /// Cut a node off from the others both ways (random node, or a shard's leader).
+    /// Cut a node off from the others both ways (random node, or a shard's leader), or a
+    /// majorities ring (two nodes cut from each other, a third still talking to both).
     Partition,
     /// Cut one direction only: a node stops hearing from the others but still talks to them.
     PartitionOneWay,
@@ -153,6 +154,20 @@ pub fn apply(
             let (node, why) = victim(rng);
             db.pause(node)?;
             Ok((format!("SIGSTOP node {node} ({why})"), vec![node]))
+        }
+        // A majorities ring ("bridge"): cut the two neighbours of one node from each other, so
+        // every node sees a majority, but a different one.
+        FaultKind::Partition if n >= 3 && rng.random_bool(1.0 / 3.0) => {
+            let bridge = random_node(rng);
+            let others: Vec<usize> = (1..=n).filter(|&x| x != bridge).collect();
+            let (left, right) = others.split_at(others.len() / 2);
+            net.partition(left, right)?;
+            Ok((
+                format!(
+                    "majorities ring: {left:?} and {right:?} cut from each other, node {bridge} still sees both"
+                ),
+                others,
+            ))
         }
         FaultKind::Partition => {
             let (node, why) = victim(rng);
