@@ -116,6 +116,8 @@ struct Inner {
     next_endpoint: AtomicUsize,
     /// Nodes that just failed an attempt, and until when other nodes are preferred.
     suspects: Mutex<HashMap<String, Instant>>,
+    /// Attempts beyond each request's first (redirects included).
+    retries: AtomicU64,
 }
 
 /// How long a node that failed an attempt is passed over while others are available.
@@ -214,6 +216,7 @@ impl Client {
                 routing: RwLock::new(Routing::default()),
                 next_endpoint: AtomicUsize::new(0),
                 suspects: Mutex::new(HashMap::new()),
+                retries: AtomicU64::new(0),
             }),
         })
     }
@@ -221,6 +224,11 @@ impl Client {
     /// This client's write identity.
     pub fn client_id(&self) -> u64 {
         self.inner.client_id
+    }
+
+    /// Attempts made beyond each request's first, since the client was created.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Error> {
@@ -363,7 +371,10 @@ impl Client {
             .leader_of(shard)
             .filter(|l| !self.is_suspect(l))
             .unwrap_or_else(|| self.rotate_endpoint());
-        for _ in 0..opts.max_attempts.max(1) {
+        for attempt in 0..opts.max_attempts.max(1) {
+            if attempt > 0 {
+                self.inner.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let now = Instant::now();
             if now >= deadline {
                 break;

@@ -80,6 +80,10 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Redraw every SECS seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
     },
 }
 
@@ -225,7 +229,20 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => exit_for(&e),
             }
         }
-        Command::Status { json } => status::run(&client, json).await,
+        Command::Status { json, watch: None } => status::run(&client, json).await,
+        Command::Status {
+            json,
+            watch: Some(secs),
+        } => loop {
+            // Clear the screen and home the cursor, then redraw.
+            print!("\x1b[2J\x1b[H");
+            let _ = status::run(&client, json).await;
+            println!("\n(every {secs} s; Ctrl-C to stop)");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+                _ = tokio::signal::ctrl_c() => break ExitCode::SUCCESS,
+            }
+        },
         Command::Bench(args) => bench::run(&client, args).await,
     }
 }

@@ -95,28 +95,47 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
         }
         println!();
         println!(
-            "{:<6} {:<7} {:<6} REPLICAS (node:role applied/last)",
+            "{:<6} {:<7} {:<6} REPLICAS (node:role applied/last, lag behind the newest log)",
             "SHARD", "LEADER", "TERM"
         );
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        let paint = |text: String, code: &str| {
+            if colour {
+                format!("\x1b[{code}m{text}\x1b[0m")
+            } else {
+                text
+            }
+        };
         for s in &shards {
             let reps: Vec<String> = s["replicas"]
                 .as_array()
                 .map(|a| {
+                    let newest = a
+                        .iter()
+                        .filter_map(|r| r["last_log_index"].as_u64())
+                        .max()
+                        .unwrap_or(0);
                     a.iter()
                         .map(|r| {
-                            format!(
-                                "{}:{} {}/{}",
-                                r["node"],
-                                r["role"].as_str().unwrap_or("?"),
-                                r["applied_index"],
-                                r["last_log_index"]
-                            )
+                            let role = r["role"].as_str().unwrap_or("?");
+                            let lag =
+                                newest.saturating_sub(r["applied_index"].as_u64().unwrap_or(0));
+                            let text = format!(
+                                "{}:{} {}/{} lag {lag}",
+                                r["node"], role, r["applied_index"], r["last_log_index"]
+                            );
+                            match role {
+                                "leader" => paint(text, "32"),
+                                "follower" if lag > 100 => paint(text, "33"),
+                                "follower" => text,
+                                _ => paint(text, "31"),
+                            }
                         })
                         .collect()
                 })
                 .unwrap_or_default();
             let leader = if s["leader"].is_null() {
-                "-".to_string()
+                paint("-".to_string(), "31")
             } else {
                 s["leader"].to_string()
             };

@@ -15,6 +15,7 @@ pub mod config;
 pub mod config_file;
 pub mod dev;
 pub mod identity;
+pub mod lifecycle;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -43,6 +43,8 @@ const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT_MS: u64 = 1000;
 /// How long shutdown waits for leadership hand-off.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown lets in-flight client requests finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     let c = openraft::Config {
@@ -111,6 +113,7 @@ pub async fn run(
     let fresh = identity::check_or_create(&cfg.data_dir, &cfg)?;
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, "starting node");
+    tracing::info!(config = ?cfg, "effective configuration");
     let db_dir = cfg.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_dir)
@@ -189,6 +192,11 @@ pub async fn run(
     };
     bootstrap(&cfg, &shards).await?;
     let balancer = tokio::spawn(balancer::run(cfg.id, shards.clone(), cancel.clone()));
+    let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(
+        cfg.id,
+        shards.clone(),
+        cancel.clone(),
+    ));
 
     shutdown.await;
     tracing::info!(node = cfg.id, "shutdown requested");
@@ -196,6 +204,7 @@ pub async fn run(
     hand_off_leadership(cfg.id, &shards).await;
     cancel.cancel();
     let _ = balancer.await;
+    let _ = leadership_log.await;
     if let Some(admin) = admin {
         match admin.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "admin endpoint ended with an error"),
@@ -203,10 +212,21 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
-    match server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
-        Ok(Ok(())) => {}
+    // In-flight requests get a bounded time to finish; the rest are cut (their clients see
+    // the connection drop: a read is retried, a write is reported outcome-unknown and retried
+    // under the same (client_id, sequence), so it still applies at most once).
+    let abort = server.abort_handle();
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+        Ok(Err(e)) if !e.is_cancelled() => tracing::warn!(error = %e, "gRPC server task failed"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(
+                drain_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "in-flight requests did not finish in time; cutting them"
+            );
+            abort.abort();
+        }
     }
     for shard in shards.iter() {
         if let Err(e) = shard.raft.shutdown().await {
