@@ -156,13 +156,14 @@ fn the_html_timeline_of_a_failing_etcd_log_renders_in_chromium() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../shared/histories/porcupine/jepsen/etcd_000.log"
     ));
-    let input = if corpus.exists() {
-        corpus
+    // etcd_000.log has 65 operations after dropping failures; the stand-in has 3.
+    let (input, bars_min) = if corpus.exists() {
+        (corpus, 60)
     } else {
         eprintln!(
             "shared/histories not found: rendering a hand-written stale read instead of etcd_000.log"
         );
-        write(dir.path(), "stale.jsonl", STALE)
+        (write(dir.path(), "stale.jsonl", STALE), 3)
     };
     let html = dir.path().join("timeline.html");
     let (code, _, err) = run(&[
@@ -190,7 +191,10 @@ fn the_html_timeline_of_a_failing_etcd_log_renders_in_chromium() {
         "chromium rendered the timeline"
     );
     let bars = dom.matches("class=\"op").count();
-    assert!(bars > 50, "only {bars} bars rendered");
+    assert!(
+        bars >= bars_min,
+        "only {bars} bars rendered, expected {bars_min}"
+    );
     assert!(dom.contains("op failing"));
     eprintln!("chromium rendered {bars} operation bars");
 }
