@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ringkv-jepsen")
 }
@@ -183,7 +181,8 @@ fn the_html_timeline_of_a_failing_etcd_log_renders_in_chromium() {
         "self-contained"
     );
 
-    let Some(dom) = common::chromium_dom(&html) else {
+    let Some(dom) = ringkv_tests::chromium_dom(&format!("file://{}", html.display()), 1_000, None)
+    else {
         return;
     };
     assert!(

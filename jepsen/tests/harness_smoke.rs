@@ -4,34 +4,7 @@
 //! (the browser part is skipped, saying so, when Chromium is not installed; CI installs it).
 //! Needs root for network namespaces, as CI has.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-mod common;
-
-/// The server binary next to the harness, built if missing or stale.
-fn server_bin() -> PathBuf {
-    let harness = PathBuf::from(env!("CARGO_BIN_EXE_ringkv-jepsen"));
-    let dir = harness.parent().map(Path::to_path_buf).unwrap_or_default();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "-p",
-        "ringkv-server",
-        "--bin",
-        "ringkv-server",
-    ]);
-    if dir.file_name().is_some_and(|d| d == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building ringkv-server failed");
-    let bin = dir.join("ringkv-server");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
-}
 
 #[test]
 fn a_short_kill_and_partition_run_is_valid_and_reported() {
@@ -52,7 +25,7 @@ fn a_short_kill_and_partition_run_is_valid_and_reported() {
         .arg("--out")
         .arg(out.path())
         .arg("--server-bin")
-        .arg(server_bin())
+        .arg(ringkv_tests::binary("ringkv-server"))
         .output()
         .expect("run ringkv-jepsen test");
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -94,7 +67,11 @@ fn a_short_kill_and_partition_run_is_valid_and_reported() {
         "axes labelled with units"
     );
 
-    let Some(dom) = common::chromium_dom(&out.path().join("index.html")) else {
+    let Some(dom) = ringkv_tests::chromium_dom(
+        &format!("file://{}", out.path().join("index.html").display()),
+        1_000,
+        None,
+    ) else {
         return;
     };
     assert!(

@@ -34,14 +34,12 @@ pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
-        let package = if name == "ringkv" {
-            "ringkv-client"
-        } else {
-            "ringkv-server"
-        };
+        // All workspace binaries at once: the same feature set `cargo test --workspace` and
+        // nextest build with, so this is a no-op right after them (a `-p` build would unify
+        // features differently and recompile dependencies).
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }

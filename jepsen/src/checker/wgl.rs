@@ -117,10 +117,11 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
     let mut stuck = None;
     let mut steps = 0u64;
 
-    let unknown = |reason: String, longest: Vec<usize>, stuck, steps, mem: u64| {
+    // Every exit returns the memo's bytes to the shared budget.
+    let finish = |outcome: Outcome, longest: Vec<usize>, stuck, steps, mem: u64| {
         bounds.memo_bytes.fetch_sub(mem, Ordering::Relaxed);
         SearchResult {
-            outcome: Outcome::Unknown(reason),
+            outcome,
             longest_prefix: longest,
             stuck,
             steps,
@@ -132,8 +133,8 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
         steps += 1;
         if steps.is_multiple_of(4096) {
             if bounds.cancel.load(Ordering::Relaxed) {
-                return unknown(
-                    "cancelled: another key already failed".into(),
+                return finish(
+                    Outcome::Unknown("cancelled: another key already failed".into()),
                     longest,
                     stuck,
                     steps,
@@ -141,8 +142,8 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
                 );
             }
             if bounds.deadline.is_some_and(|d| Instant::now() > d) {
-                return unknown(
-                    "time limit reached".into(),
+                return finish(
+                    Outcome::Unknown("time limit reached".into()),
                     longest,
                     stuck,
                     steps,
@@ -152,8 +153,8 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
         }
         if node == NIL {
             // Cannot happen: a return entry always follows its call. Treat defensively.
-            return unknown(
-                "internal: ran off the end of the history".into(),
+            return finish(
+                Outcome::Unknown("internal: ran off the end of the history".into()),
                 longest,
                 stuck,
                 steps,
@@ -172,11 +173,11 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
                     let total =
                         bounds.memo_bytes.fetch_add(entry_bytes, Ordering::Relaxed) + entry_bytes;
                     if total > bounds.memo_bytes_max {
-                        return unknown(
-                            format!(
+                        return finish(
+                            Outcome::Unknown(format!(
                                 "memory limit reached ({} MiB of search memo)",
                                 bounds.memo_bytes_max >> 20
-                            ),
+                            )),
                             longest,
                             stuck,
                             steps,
@@ -202,29 +203,25 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
         } else {
             if entries[k].ret.is_none() {
                 // Only unknown-outcome returns remain: every completed op is linearized.
-                bounds
-                    .memo_bytes
-                    .fetch_sub(memo_local_bytes, Ordering::Relaxed);
-                return SearchResult {
-                    outcome: Outcome::Linearizable,
-                    longest_prefix: longest,
+                return finish(
+                    Outcome::Linearizable,
+                    longest,
                     stuck,
                     steps,
-                };
+                    memo_local_bytes,
+                );
             }
             if stack.len() == longest.len() && stuck.is_none() {
                 stuck = Some(entries[k].id);
             }
             let Some((call_node, prev_state)) = stack.pop() else {
-                bounds
-                    .memo_bytes
-                    .fetch_sub(memo_local_bytes, Ordering::Relaxed);
-                return SearchResult {
-                    outcome: Outcome::NotLinearizable,
-                    longest_prefix: longest,
+                return finish(
+                    Outcome::NotLinearizable,
+                    longest,
                     stuck,
                     steps,
-                };
+                    memo_local_bytes,
+                );
             };
             let pk = (call_node - 1) / 2;
             linearized[pk / 64] &= !(1 << (pk % 64));
@@ -234,13 +231,11 @@ pub fn search<M: Model>(model: &M, entries: &[Entry<M::Op>], bounds: &Bounds) ->
             node = list.next[call_node];
         }
     }
-    bounds
-        .memo_bytes
-        .fetch_sub(memo_local_bytes, Ordering::Relaxed);
-    SearchResult {
-        outcome: Outcome::Linearizable,
-        longest_prefix: longest,
+    finish(
+        Outcome::Linearizable,
+        longest,
         stuck,
         steps,
-    }
+        memo_local_bytes,
+    )
 }
