@@ -44,7 +44,7 @@ const CONNECT_TIMEOUT_MS: u64 = 1000;
 /// How long shutdown waits for leadership hand-off.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown lets in-flight client requests finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     let c = openraft::Config {
@@ -138,6 +138,7 @@ pub async fn run(
         message_bytes_max: MESSAGE_BYTES_MAX,
     });
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    let admission = Arc::new(Semaphore::new(cfg.inflight_requests_max));
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {
         cluster_id: cfg.cluster_id.clone(),
@@ -145,7 +146,7 @@ pub async fn run(
         limits: cfg.limits,
         write_timeout: Duration::from_millis(cfg.write_timeout_ms),
         read_timeout: Duration::from_millis(cfg.read_timeout_ms),
-        admission: Arc::new(Semaphore::new(cfg.inflight_requests_max)),
+        admission: admission.clone(),
         shutting_down: shutting_down.clone(),
         metrics: metrics.clone(),
     };
@@ -202,6 +203,10 @@ pub async fn run(
     tracing::info!(node = cfg.id, "shutdown requested");
     shutting_down.store(true, Ordering::Relaxed);
     hand_off_leadership(cfg.id, &shards).await;
+    // Drain client requests while Raft traffic is still served: a write proposed here before
+    // the hand-off completes only when the new leader tells this node it committed, so the
+    // gRPC server (which also carries Raft) must stay up until in-flight requests are done.
+    drain(&admission, cfg.inflight_requests_max).await;
     cancel.cancel();
     let _ = balancer.await;
     let _ = leadership_log.await;
@@ -212,19 +217,16 @@ pub async fn run(
             Ok(Ok(())) => {}
         }
     }
-    // In-flight requests get a bounded time to finish; the rest are cut (their clients see
-    // the connection drop: a read is retried, a write is reported outcome-unknown and retried
-    // under the same (client_id, sequence), so it still applies at most once).
+    // Requests still in flight after the drain are cut (their clients see the connection
+    // drop: a read is retried, a write is reported outcome-unknown and retried under the same
+    // (client_id, sequence), so it still applies at most once).
     let abort = server.abort_handle();
-    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+    match tokio::time::timeout(Duration::from_millis(500), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
         Ok(Err(e)) if !e.is_cancelled() => tracing::warn!(error = %e, "gRPC server task failed"),
         Ok(_) => {}
         Err(_) => {
-            tracing::warn!(
-                drain_ms = DRAIN_TIMEOUT.as_millis() as u64,
-                "in-flight requests did not finish in time; cutting them"
-            );
+            tracing::warn!("gRPC connections did not close in time; cutting them");
             abort.abort();
         }
     }
@@ -236,6 +238,23 @@ pub async fn run(
     flush.flush().await.context("final flush")?;
     tracing::info!(node = cfg.id, "node stopped");
     Ok(())
+}
+
+/// Waits (at most [`DRAIN_TIMEOUT`]) until no client request is in flight: every admission
+/// permit is back.
+async fn drain(admission: &Semaphore, permits: usize) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while admission.available_permits() < permits {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                in_flight = permits - admission.available_permits(),
+                drain_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "client requests still in flight at the drain deadline"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// On a new cluster, the node with the lowest id initializes every shard with all peers.
