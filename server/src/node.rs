@@ -184,7 +184,9 @@ pub async fn run(
                 shards: shards.clone(),
                 db: db.clone(),
                 cluster,
-                contact_window: Duration::from_millis(cfg.election_timeout_ms * 2),
+                // Longer than an election (timeout 1–2× election_timeout_ms plus a vote round), so
+                // followers of a shard whose leader vanished stay ready while a new one is chosen.
+                contact_window: Duration::from_millis(cfg.election_timeout_ms * 3),
                 ready_lag_entries_max: cfg.ready_lag_entries_max,
             });
             Some(tokio::spawn(admin::serve(listener, state, cancel.clone())))

@@ -187,6 +187,21 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: the process freezes with its sockets open (a long GC pause, a stuck VM).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.signal(id, Signal::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, sig: Signal) {
+        let c = self.nodes[&id].child.as_ref().expect("node running");
+        kill(Pid::from_raw(c.id() as i32), sig).expect("signal");
+    }
+
     /// SIGTERM and wait for a clean exit (panics after 20 s).
     pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
         let mut c = self

@@ -222,3 +222,98 @@ async fn the_dashboard_shows_every_node_and_shard() {
         "every shard shown: {dom:.2000}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_node_becomes_ready_again_and_the_majority_recovers_without_it() {
+    let cluster = Cluster::start(3, SHARDS);
+    cluster
+        .wait_for_leaders(Duration::from_secs(10))
+        .await
+        .expect("leaders");
+    // Node 3 must lead some shards, so pausing it forces elections.
+    let leads = cluster
+        .wait_until("node 3 leads a shard", Duration::from_secs(20), || async {
+            cluster
+                .agreed_leaders_public()
+                .await
+                .is_some_and(|l| l.contains(&3))
+        })
+        .await;
+    assert_eq!(leads, Ok(()));
+    let led_by_3: Vec<String> = cluster
+        .wait_for_leaders(Duration::from_secs(5))
+        .await
+        .expect("leaders")
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| **l == 3)
+        .map(|(s, _)| s.to_string())
+        .collect();
+    let all_ready = cluster
+        .wait_until("every node ready", Duration::from_secs(10), || async {
+            let mut ok = true;
+            for id in 1..=3 {
+                ok &= ready(&cluster, id).await.0 == 200;
+            }
+            ok
+        })
+        .await;
+    assert_eq!(all_ready, Ok(()));
+
+    // Writes continue while node 3 is frozen, so it has entries to catch up on.
+    let client = cluster.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            for i in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = client.put(format!("p{i}"), "v").await;
+            }
+        })
+    };
+    let paused_at = std::time::Instant::now();
+    cluster.pause(3);
+    // The majority may report the re-elected shards not ready for an election's length, never
+    // any other shard, and must be ready again while node 3 is still frozen.
+    let mut last_not_ready = Duration::ZERO;
+    let until = paused_at + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        for id in 1..=2 {
+            let (code, body) = ready(&cluster, id).await;
+            if code != 200 {
+                last_not_ready = paused_at.elapsed();
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let shards: Vec<&String> = json["not_ready"]
+                    .as_object()
+                    .map(|m| m.keys().collect())
+                    .unwrap_or_default();
+                assert!(
+                    shards.iter().all(|s| led_by_3.contains(s)),
+                    "node {id} not ready for shards node 3 did not lead: {body}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "majority last not ready {last_not_ready:?} after the pause (shards {led_by_3:?} re-elected)"
+    );
+    assert!(
+        last_not_ready < Duration::from_secs(8),
+        "the majority did not recover without node 3"
+    );
+    cluster.resume(3);
+    let resumed_at = std::time::Instant::now();
+    let back = cluster
+        .wait_until("node 3 ready again", Duration::from_secs(15), || async {
+            ready(&cluster, 3).await.0 == 200
+        })
+        .await;
+    eprintln!("node 3 ready {:?} after SIGCONT", resumed_at.elapsed());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(20), writer).await;
+    assert_eq!(back, Ok(()));
+}
