@@ -381,6 +381,9 @@ impl Client {
             }
             let budget = opts.attempt_timeout.min(deadline - now);
             let client = self.kv(&target)?;
+            // Whether the node itself failed (no answer, a transport error, or shutting down),
+            // as opposed to answering with a RingKV error such as "no leader yet".
+            let mut node_failed = true;
             let failure = match tokio::time::timeout(budget, f(client)).await {
                 Ok(Ok(resp)) => {
                     let hinted = resp
@@ -393,7 +396,12 @@ impl Client {
                     }
                     return Ok(resp.into_inner());
                 }
-                Ok(Err(status)) => classify(&status, is_write),
+                Ok(Err(status)) => {
+                    let kind = status.metadata().get(meta::ERROR_KIND);
+                    node_failed = kind.is_none()
+                        || kind.and_then(|k| k.to_str().ok()) == Some(meta::KIND_SHUTTING_DOWN);
+                    classify(&status, is_write)
+                }
                 Err(_) => {
                     let msg = format!("no answer from {target} within {budget:?}");
                     if is_write {
@@ -421,17 +429,15 @@ impl Client {
                     target = addr;
                     continue;
                 }
-                Failure::Definite(m) => {
-                    failed.insert(target.clone());
-                    self.suspect(&target);
-                    last = m;
-                }
+                Failure::Definite(m) => last = m,
                 Failure::Unknown(m) => {
-                    failed.insert(target.clone());
-                    self.suspect(&target);
                     last = m.clone();
                     unknown = Some(m);
                 }
+            }
+            if node_failed {
+                failed.insert(target.clone());
+                self.suspect(&target);
             }
             self.set_leader(shard, None);
             target = self.rotate_endpoint();
