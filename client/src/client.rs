@@ -130,7 +130,7 @@ pub struct Client {
 }
 
 /// How one failed attempt bears on the request.
-enum Failure {
+pub(crate) enum Failure {
     /// Retry at this address right away.
     Redirect(String),
     /// Certainly not executed; retry after a pause, elsewhere.
@@ -141,7 +141,7 @@ enum Failure {
     Invalid(String),
 }
 
-fn classify(s: &Status, is_write: bool) -> Failure {
+pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
     let kind = s
         .metadata()
         .get(meta::ERROR_KIND)
@@ -231,7 +231,7 @@ impl Client {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
         if let Ok(map) = self.inner.channels.lock()
             && let Some(c) = map.get(addr)
         {
@@ -255,7 +255,7 @@ impl Client {
     }
 
     /// The next endpoint in turn, passing over suspects unless every endpoint is one.
-    fn rotate_endpoint(&self) -> String {
+    pub(crate) fn rotate_endpoint(&self) -> String {
         let eps = &self.inner.opts.endpoints;
         let mut first = None;
         for _ in 0..eps.len() {
@@ -622,6 +622,11 @@ impl Client {
                 "{endpoint}: no answer within {budget:?}"
             ))),
         }
+    }
+
+    /// The settings this client was created with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
     }
 
     pub fn endpoints(&self) -> &[String] {

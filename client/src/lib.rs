@@ -9,6 +9,7 @@
 //! Retries of one write reuse its `(client_id, sequence)`, which the state machine applies at
 //! most once, so a retry can never apply a write twice.
 
+mod admin;
 mod client;
 mod error;
 
@@ -16,4 +17,4 @@ pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };
 pub use error::Error;
-pub use ringkv_proto::pb::StatusResponse;
+pub use ringkv_proto::pb::{MemberChangeResponse, StatusResponse};

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
 
+mod backup;
 mod bench;
+mod member;
 mod status;
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -76,6 +78,12 @@ enum Command {
         #[arg(long)]
         serializable: bool,
     },
+    /// Add, remove and list the nodes that replicate every shard.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Save a consistent backup of the live cluster, or verify one.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Show nodes and shards: leaders, terms, log positions, reachability.
     Status {
         #[arg(long)]
@@ -118,6 +126,10 @@ async fn run(cli: Cli) -> ExitCode {
     opts.cluster_id = cli.cluster_id.clone();
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
     opts.attempt_timeout = opts.request_timeout.min(Duration::from_secs(12));
+    if matches!(cli.command, Command::Member(_) | Command::Backup(_)) {
+        // A membership step waits for Raft, a backup for its snapshot to be built.
+        opts.request_timeout = opts.request_timeout.max(Duration::from_secs(180));
+    }
     let client = match Client::new(opts) {
         Ok(c) => c,
         Err(e) => return exit_for(&e),
@@ -244,6 +256,8 @@ async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Bench(args) => bench::run(&client, args).await,
+        Command::Member(cmd) => member::run(&client, cmd).await,
+        Command::Backup(cmd) => backup::run(&client, cmd).await,
     }
 }
 

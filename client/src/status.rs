@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use ringkv_client::{Client, StatusResponse};
 use serde_json::json;
 
-pub async fn run(client: &Client, as_json: bool) -> ExitCode {
+/// Every reachable node's status, keyed by address (`None`: no answer). Starts from the
+/// endpoints and also asks every node the answers name.
+pub async fn gather(client: &Client) -> BTreeMap<String, Option<StatusResponse>> {
     let mut views: BTreeMap<String, Option<StatusResponse>> = BTreeMap::new();
     let mut to_ask: BTreeSet<String> = client.endpoints().iter().cloned().collect();
     while let Some(ep) = to_ask.pop_first() {
@@ -26,6 +28,11 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
         }
         views.insert(ep, view);
     }
+    views
+}
+
+pub async fn run(client: &Client, as_json: bool) -> ExitCode {
+    let views = gather(client).await;
     let answers: Vec<&StatusResponse> = views.values().flatten().collect();
     if answers.is_empty() {
         eprintln!(

@@ -6,7 +6,9 @@
 //!   mapping is part of the contract: the client routes a key to its shard's leader by computing
 //!   the same ring the servers use.
 //! - [`meta`]: the metadata keys that carry error kinds and leader hints.
+//! - [`backup`]: the backup file format, written by the CLI and read by the server's restore.
 
+pub mod backup;
 pub mod meta;
 pub mod ring;
 

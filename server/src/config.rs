@@ -24,6 +24,10 @@ pub struct NodeArgs {
     /// Every member of a new cluster: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (itself included).
     #[arg(long)]
     pub peers: Option<String>,
+    /// Join a running cluster through this member's address (instead of `--peers`): the node
+    /// starts empty and waits for `ringkv member add ID ADDR`.
+    #[arg(long)]
+    pub join: Option<String>,
     /// Where this node keeps its data. Empty: bootstrap; non-empty: recover.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -85,6 +89,8 @@ pub struct Config {
     pub id: u64,
     pub listen: String,
     pub peers: BTreeMap<u64, String>,
+    /// A member to learn the cluster from, when this node joins a running cluster.
+    pub join: Option<String>,
     pub data_dir: PathBuf,
     pub shards: u32,
     pub ring_vnodes: u32,
@@ -151,15 +157,37 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
 impl NodeArgs {
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let id = self.id.ok_or_else(|| bad("id", "required"))?;
+        if id == 0 {
+            return Err(bad("id", "node id 0 is reserved"));
+        }
         let listen = self
             .listen
             .clone()
             .ok_or_else(|| bad("listen", "required"))?;
-        let peers = parse_peers(
-            self.peers
-                .as_deref()
-                .ok_or_else(|| bad("peers", "required"))?,
-        )?;
+        let peers = match (&self.peers, &self.join) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "join",
+                    "give --peers to bootstrap a new cluster or --join to join a running one, not both",
+                ));
+            }
+            (Some(p), None) => parse_peers(p)?,
+            (None, Some(j)) => {
+                if j.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(bad("join", format!("{j:?} is not HOST:PORT")));
+                }
+                BTreeMap::from([(id, listen.clone())])
+            }
+            (None, None) => {
+                return Err(bad(
+                    "peers",
+                    "required (or --join to join a running cluster)",
+                ));
+            }
+        };
         let data_dir = self
             .data_dir
             .clone()
@@ -231,6 +259,7 @@ impl NodeArgs {
             id,
             listen,
             peers,
+            join: self.join.clone(),
             data_dir,
             shards: self.shards,
             ring_vnodes: self.ring_vnodes,

@@ -26,6 +26,18 @@ pub struct Identity {
     pub ring_vnodes: u32,
 }
 
+/// The identity of an existing data directory, `None` when it has none yet.
+pub fn read(data_dir: &Path) -> anyhow::Result<Option<Identity>> {
+    let path = data_dir.join(FILE_NAME);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} is unreadable: {e}", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 /// Returns `true` when the directory was empty (a new node that must bootstrap or join).
 pub fn check_or_create(data_dir: &Path, cfg: &Config) -> anyhow::Result<bool> {
     fs::create_dir_all(data_dir)?;
@@ -69,11 +81,17 @@ pub fn check_or_create(data_dir: &Path, cfg: &Config) -> anyhow::Result<bool> {
             data_dir.display()
         );
     }
+    write(data_dir, &want)?;
+    Ok(true)
+}
+
+/// Writes the identity file durably (temp file, fsync, rename, directory fsync).
+pub fn write(data_dir: &Path, identity: &Identity) -> anyhow::Result<()> {
     let tmp = data_dir.join(format!("{FILE_NAME}.tmp"));
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(&want)?)?;
+    f.write_all(&serde_json::to_vec_pretty(identity)?)?;
     f.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    fs::rename(&tmp, data_dir.join(FILE_NAME))?;
     fs::File::open(data_dir)?.sync_all()?;
-    Ok(true)
+    Ok(())
 }

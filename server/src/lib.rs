@@ -4,21 +4,25 @@
 //! (wiring and shutdown), [`shard`] (one Raft group: log store, state machine, snapshots,
 //! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
 //! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`admin`] and
-//! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development).
-//!
-//! Not here yet: membership changes, backup and restore.
+//! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development),
+//! [`membership`] (add and remove nodes), [`backup`] and [`restore`] (consistent copies of a
+//! live cluster, and seeding a new cluster's data directories from one).
 
 pub mod admin;
+pub mod backup;
 pub mod balancer;
 pub mod codec;
 pub mod config;
 pub mod config_file;
 pub mod dev;
 pub mod identity;
+pub mod join;
 pub mod lifecycle;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod restore;
 pub mod router;
 pub mod service;
 pub mod shard;

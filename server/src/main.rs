@@ -1,4 +1,5 @@
-//! `ringkv-server`: run one node, or `dev` to run a local cluster.
+//! `ringkv-server`: run one node, `dev` to run a local cluster, or `restore` to seed a node's
+//! data directory from a backup.
 
 use clap::{Parser, Subcommand};
 use ringkv_server::config::NodeArgs;
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Start a local cluster as child processes on 127.0.0.1 and wait for Ctrl-C.
     Dev(DevArgs),
+    /// Seed a new node's data directory from a backup (`ringkv backup save`), then exit.
+    Restore(ringkv_server::restore::RestoreArgs),
 }
 
 fn init_logging(format: &str) {
@@ -107,7 +110,19 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Some(Command::Dev(args)) => {
                 init_logging("text");
-                dev::run(args, shutdown_signal()).await
+                dev::run(args, shutdown_signal()).await.map(|()| 0)
+            }
+            Some(Command::Restore(args)) => {
+                init_logging("text");
+                match ringkv_server::restore::run(args).await {
+                    Ok(()) => Ok(0),
+                    // A bad backup or bad arguments: input rejected, exit 2.
+                    Err(e @ ringkv_server::restore::RestoreError::Refused(_)) => {
+                        eprintln!("ringkv-server: {e}");
+                        Ok(2)
+                    }
+                    Err(ringkv_server::restore::RestoreError::Failed(e)) => Err(e),
+                }
             }
             None => {
                 let Some(cfg) = cfg else {
@@ -117,12 +132,14 @@ fn main() -> std::process::ExitCode {
                 let listener = tokio::net::TcpListener::bind(&cfg.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-                ringkv_server::node::run(cfg, listener, shutdown_signal()).await
+                ringkv_server::node::run(cfg, listener, shutdown_signal())
+                    .await
+                    .map(|()| 0)
             }
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("ringkv-server: {e:#}");
             std::process::ExitCode::from(1)

@@ -98,7 +98,7 @@ async fn open_shards(
 
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully.
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -110,6 +110,7 @@ pub async fn run(
         ),
         None => None,
     };
+    crate::join::discover(&mut cfg).await?;
     let fresh = identity::check_or_create(&cfg.data_dir, &cfg)?;
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, "starting node");
@@ -259,10 +260,11 @@ async fn drain(admission: &Semaphore, permits: usize) {
     }
 }
 
-/// On a new cluster, the node with the lowest id initializes every shard with all peers.
+/// On a new cluster, the node with the lowest id initializes every shard with all peers. A
+/// joining node never initializes anything: a member adds it.
 async fn bootstrap(cfg: &Config, shards: &Shards) -> anyhow::Result<()> {
     let first = cfg.peers.keys().next().copied();
-    if first != Some(cfg.id) {
+    if cfg.join.is_some() || first != Some(cfg.id) {
         return Ok(());
     }
     let members: BTreeMap<u64, BasicNode> = cfg

@@ -64,6 +64,8 @@ pub struct Node {
     pub admin: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Started with `--join` through this address instead of `--peers`.
+    pub join: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -84,6 +86,15 @@ impl Cluster {
     }
 
     pub fn start_with(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
+        let mut c = Self::prepare(n, shards, extra_args);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// Lays out `n` nodes (addresses, data directories) without starting them.
+    pub fn prepare(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -96,6 +107,7 @@ impl Cluster {
                     admin: format!("127.0.0.1:{}", free_port()),
                     data_dir: dir.path().join(format!("node-{id}")),
                     log: dir.path().join(format!("node-{id}.log")),
+                    join: None,
                     child: None,
                     starts: 0,
                 },
@@ -106,20 +118,56 @@ impl Cluster {
             .map(|n| format!("{}={}", n.id, n.addr))
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = Cluster {
+        Cluster {
             _dir: dir,
             nodes,
             peers,
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
         }
-        c
     }
 
-    fn spawn(&mut self, id: u64) {
+    /// The `--peers` value of the nodes laid out at the start.
+    pub fn peers(&self) -> &str {
+        &self.peers
+    }
+
+    /// Starts a new, empty node `id` with `--join` through node `via`; returns its address.
+    /// It becomes a member only when `ringkv member add` adds it.
+    pub fn join(&mut self, id: u64, via: u64) -> String {
+        assert!(!self.nodes.contains_key(&id), "node {id} exists");
+        let via = self.addr(via);
+        let root = self.nodes[&1]
+            .data_dir
+            .parent()
+            .expect("root")
+            .to_path_buf();
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.nodes.insert(
+            id,
+            Node {
+                id,
+                addr: addr.clone(),
+                admin: format!("127.0.0.1:{}", free_port()),
+                data_dir: root.join(format!("node-{id}")),
+                log: root.join(format!("node-{id}.log")),
+                join: Some(via),
+                child: None,
+                starts: 0,
+            },
+        );
+        self.spawn(id);
+        addr
+    }
+
+    /// SIGKILLs node `id` (if running) and drops it from the cluster's node list.
+    pub fn forget(&mut self, id: u64) {
+        self.kill(id);
+        self.nodes.remove(&id);
+    }
+
+    /// Starts node `id` (laid out by [`Cluster::prepare`] or stopped before).
+    pub fn spawn(&mut self, id: u64) {
         let bin = binary("ringkv-server");
         let peers = self.peers.clone();
         let shards = self.shards.to_string();
@@ -131,14 +179,18 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
+        let (membership_flag, membership_value) = match &node.join {
+            Some(via) => ("--join", via.clone()),
+            None => ("--peers", peers),
+        };
         let child = Command::new(bin)
             .args([
                 "--id",
                 &id.to_string(),
                 "--listen",
                 &node.addr,
-                "--peers",
-                &peers,
+                membership_flag,
+                &membership_value,
                 "--admin-listen",
                 &node.admin,
             ])
@@ -228,7 +280,7 @@ impl Cluster {
     }
 
     pub fn is_running(&self, id: u64) -> bool {
-        self.nodes[&id].child.is_some()
+        self.nodes.get(&id).is_some_and(|n| n.child.is_some())
     }
 
     /// Each running node's status (None when it does not answer).

@@ -44,6 +44,11 @@ fn a_bad_configuration_stops_the_server_with_exit_2_and_one_line() {
             "listen",
         ),
         ("wrong type", format!("{base}shards = [1, 2]\n"), "shards"),
+        (
+            "both --peers and --join",
+            format!("{base}join = \"127.0.0.1:1\"\n"),
+            "join",
+        ),
     ];
     for (what, text, field) in cases {
         let path = dir.path().join("node.toml");

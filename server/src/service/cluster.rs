@@ -1,21 +1,31 @@
 //! The `Cluster` gRPC service: this node's view of every shard (role, term, leader, log
-//! positions) and of the cluster's nodes. Read-only and served from local metrics, so it
-//! answers even when the node has no quorum.
+//! positions) and of the cluster's nodes, served from local metrics so it answers even when
+//! the node has no quorum; plus the operator's cluster changes, each for one shard and served
+//! by that shard's leader: membership steps (see [`crate::membership`]) and backups (see
+//! [`crate::backup`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use openraft::ServerState;
 use ringkv_proto::pb::cluster_server::Cluster;
-use ringkv_proto::pb::{NodeInfo, ShardStatus, StatusRequest, StatusResponse};
+use ringkv_proto::pb::{
+    BackupChunk, BackupRequest, MemberChangeRequest, MemberChangeResponse, NodeInfo, ShardStatus,
+    StatusRequest, StatusResponse,
+};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::membership::{self, Step};
 use crate::router::Router;
+use crate::service::error::KvError;
+use crate::shard::Shard;
 
 pub struct ClusterService {
     pub cluster_id: String,
     pub router: Arc<Router>,
-    /// Node id → client address, as given at start (`--peers`).
+    /// Node id → client address, as given at start (`--peers`); used until the shards know
+    /// their membership.
     pub peers: BTreeMap<u64, String>,
 }
 
@@ -37,12 +47,67 @@ impl Cluster for ClusterService {
     ) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(self.snapshot()))
     }
+
+    async fn add_member(
+        &self,
+        request: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let req = request.into_inner();
+        let shard = self.shard(&req.cluster_id, req.shard)?;
+        let step = membership::add(shard, self.router.self_id, req.node_id, &req.addr).await?;
+        Ok(Response::new(answer(step)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let req = request.into_inner();
+        let shard = self.shard(&req.cluster_id, req.shard)?;
+        let step = membership::remove(shard, self.router.self_id, req.node_id).await?;
+        Ok(Response::new(answer(step)))
+    }
+
+    type BackupStream = ReceiverStream<Result<BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let req = request.into_inner();
+        let shard = self.shard(&req.cluster_id, req.shard)?;
+        let file = crate::backup::snapshot_for_backup(shard, self.router.self_id).await?;
+        Ok(Response::new(ReceiverStream::new(crate::backup::stream(
+            file,
+        ))))
+    }
+}
+
+fn answer(step: Step) -> MemberChangeResponse {
+    match step {
+        Step::Done(detail) => MemberChangeResponse { done: true, detail },
+        Step::Pending(detail) => MemberChangeResponse {
+            done: false,
+            detail,
+        },
+    }
 }
 
 impl ClusterService {
+    fn shard(&self, cluster_id: &str, shard: u32) -> Result<&Shard, KvError> {
+        if !cluster_id.is_empty() && cluster_id != self.cluster_id {
+            return Err(KvError::Invalid(format!(
+                "wrong cluster id {cluster_id:?}: this node belongs to {:?}",
+                self.cluster_id
+            )));
+        }
+        self.router.shard(shard)
+    }
+
     /// This node's view right now (also served by the admin `/status`).
     pub fn snapshot(&self) -> StatusResponse {
-        let mut nodes = self.peers.clone();
+        // The nodes are the members of any shard; `--peers` only until a membership is known.
+        let mut nodes = BTreeMap::new();
         let mut shards = Vec::with_capacity(self.router.shards.len());
         for shard in self.router.shards.iter() {
             let m = shard.metrics();
@@ -65,7 +130,11 @@ impl ClusterService {
                 applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
                 min_matched_index: min_matched,
                 voters: m.membership_config.membership().voter_ids().collect(),
+                learners: m.membership_config.membership().learner_ids().collect(),
             });
+        }
+        if nodes.is_empty() {
+            nodes = self.peers.clone();
         }
         StatusResponse {
             cluster_id: self.cluster_id.clone(),

@@ -9,6 +9,7 @@
 //! - `d` + user key → 8-byte big-endian version, then the value bytes;
 //! - `c` + client id + sequence (big-endian) → encoded response of that write;
 //! - `w` + client id → acknowledged watermark and last-seen time (8 + 8 bytes);
+//! - `r` + node id (big-endian) → empty: a node id removed from the cluster, never reusable;
 //! - `m:applied`, `m:membership`, `m:clock` → state-machine metadata.
 //!
 //! Invariants: the outcome depends only on the tree's state before the batch and the commands
@@ -31,6 +32,7 @@ pub const META_PREFIX: &[u8] = b"m:";
 pub const DATA_PREFIX: u8 = b'd';
 const DEDUP_PREFIX: u8 = b'c';
 const WATERMARK_PREFIX: u8 = b'w';
+const RETIRED_PREFIX: u8 = b'r';
 
 /// A client silent this long (by leader-stamped time) loses its deduplication records. Clients
 /// stop retrying a write long before this (see the client's request deadline).
@@ -50,6 +52,14 @@ fn dedup_key(client: u64, seq: u64) -> [u8; 17] {
     k[0] = DEDUP_PREFIX;
     k[1..9].copy_from_slice(&client.to_be_bytes());
     k[9..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The record saying `node_id` was removed from the cluster.
+pub fn retired_key(node_id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = RETIRED_PREFIX;
+    k[1..].copy_from_slice(&node_id.to_be_bytes());
     k
 }
 
@@ -259,6 +269,10 @@ fn expire_idle_clients(ab: &mut ApplyBatch<'_>, clock: u64) -> io::Result<()> {
 }
 
 fn execute(ab: &mut ApplyBatch<'_>, index: u64, op: &Op) -> io::Result<CommandResponse> {
+    if let Op::Retire { node_id } = op {
+        ab.put(&retired_key(*node_id), Vec::new());
+        return Ok(CommandResponse::None);
+    }
     let dk = data_key(op.key());
     Ok(match op {
         Op::Put { value, .. } => {
@@ -301,6 +315,7 @@ fn execute(ab: &mut ApplyBatch<'_>, index: u64, op: &Op) -> io::Result<CommandRe
                 new_version,
             }
         }
+        Op::Retire { .. } => CommandResponse::None,
     })
 }
 

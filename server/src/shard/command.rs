@@ -37,6 +37,11 @@ pub enum Op {
         expected: Expected,
         new_value: Option<Bytes>,
     },
+    /// Records that a node id left the cluster for good (issued by `member remove` before the
+    /// membership change), so the id is never accepted again. No user key is touched.
+    Retire {
+        node_id: u64,
+    },
 }
 
 /// What a compare-and-swap compares against.
@@ -76,9 +81,11 @@ pub enum CommandResponse {
 }
 
 impl Op {
-    pub fn key(&self) -> &Bytes {
+    /// The user key the operation touches (empty for cluster records such as [`Op::Retire`]).
+    pub fn key(&self) -> &[u8] {
         match self {
             Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => key,
+            Op::Retire { .. } => &[],
         }
     }
 }
@@ -90,6 +97,7 @@ impl fmt::Display for Command {
             Op::Put { .. } => "put",
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
+            Op::Retire { .. } => "retire",
         };
         write!(
             f,

@@ -142,6 +142,15 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// Whether `node_id` was removed from the cluster (an [`Op::Retire`] record was applied).
+    ///
+    /// [`Op::Retire`]: crate::shard::command::Op::Retire
+    pub fn is_retired(&self, node_id: u64) -> io::Result<bool> {
+        let (_, tree) = self.tree()?;
+        tree.contains_key(apply::retired_key(node_id))
+            .map_err(sled_err)
+    }
+
     /// Number of user keys held locally (walks the tree; for tests and status).
     pub fn key_count(&self) -> io::Result<u64> {
         let (_, tree) = self.tree()?;
@@ -199,7 +208,7 @@ impl StateMachine {
     }
 
     /// Replaces the whole state with the snapshot's (see the module note on generations).
-    fn install(&self, meta: &SnapshotMeta, mut file: SnapshotFile) -> io::Result<()> {
+    pub fn install(&self, meta: &SnapshotMeta, mut file: SnapshotFile) -> io::Result<()> {
         let file_meta = snapshot::verify(&mut file.file)?;
         if file_meta != *meta {
             return Err(io::Error::new(
