@@ -29,6 +29,8 @@ pub struct Metrics {
     request_seconds: HistogramVec,
     proposal_seconds: Histogram,
     read_barrier_seconds: Histogram,
+    apply_batch_seconds: Histogram,
+    snapshot_build_seconds: Histogram,
     pub forwarded: IntCounterVec,
     pub inflight: IntGauge,
     shard_is_leader: IntGaugeVec,
@@ -96,6 +98,20 @@ impl Metrics {
                 Histogram::with_opts(latency(
                     "ringkv_proposal_duration_seconds",
                     "From proposing a write on the leader to its applied result (majority fsync + apply).",
+                ))?,
+            )?,
+            apply_batch_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_apply_batch_duration_seconds",
+                    "Time to apply one batch of committed entries to a shard's state machine (execute + sled write).",
+                ))?,
+            )?,
+            snapshot_build_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_snapshot_build_duration_seconds",
+                    "Time to dump a shard's state into a snapshot file; the shard's apply waits meanwhile.",
                 ))?,
             )?,
             read_barrier_seconds: register(
@@ -212,6 +228,14 @@ impl Metrics {
         self.request_seconds
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Handles the state machines record into (apply batches, snapshot builds).
+    pub fn state_machine_observers(&self) -> crate::shard::state_machine::Observers {
+        crate::shard::state_machine::Observers {
+            apply_batch_seconds: self.apply_batch_seconds.clone(),
+            snapshot_build_seconds: self.snapshot_build_seconds.clone(),
+        }
     }
 
     pub fn observe_proposal(&self, started: Instant) {

@@ -139,6 +139,9 @@ pub async fn run(
         message_bytes_max: MESSAGE_BYTES_MAX,
     });
     let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+    for shard in shards.iter() {
+        shard.sm.observe(metrics.state_machine_observers());
+    }
     let admission = Arc::new(Semaphore::new(cfg.inflight_requests_max));
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {

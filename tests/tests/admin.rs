@@ -69,6 +69,7 @@ async fn metrics_move_under_load_and_status_is_served() {
     let mut after = 0.0;
     let mut latency_count = 0.0;
     let mut leaders = 0.0;
+    let mut proposals = 0.0;
     for id in 1..=3 {
         let samples = scrape(&cluster, id).await;
         after += total(
@@ -82,6 +83,12 @@ async fn metrics_move_under_load_and_status_is_served() {
             &[("op", "put")],
         );
         leaders += total(&samples, "ringkv_shard_is_leader", &[]);
+        proposals += total(&samples, "ringkv_proposal_duration_seconds", &[]);
+        // Every replica applies the writes, leader or not.
+        assert!(
+            total(&samples, "ringkv_apply_batch_duration_seconds", &[]) > 0.0,
+            "node {id}: the apply histogram did not move"
+        );
         assert!(total(&samples, "process_resident_memory_bytes", &[]) > 0.0);
         assert!(total(&samples, "ringkv_sled_disk_bytes", &[]) > 0.0);
         assert_eq!(
@@ -102,6 +109,7 @@ async fn metrics_move_under_load_and_status_is_served() {
         latency_count >= 200.0,
         "latency histogram counted {latency_count}"
     );
+    assert!(proposals >= 200.0, "proposal histogram counted {proposals}");
     assert_eq!(
         leaders, SHARDS as f64,
         "exactly one leader per shard across the nodes"

@@ -17,7 +17,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -49,6 +49,15 @@ struct Inner {
     flush: FlushCoordinator,
     snapshots_built: AtomicU64,
     snapshots_installed: AtomicU64,
+    observers: OnceLock<Observers>,
+}
+
+/// Where a state machine reports how long apply batches and snapshot builds take (the
+/// node's metrics; absent in tools such as restore).
+#[derive(Clone)]
+pub struct Observers {
+    pub apply_batch_seconds: prometheus::Histogram,
+    pub snapshot_build_seconds: prometheus::Histogram,
 }
 
 /// A shard's state machine; clones share it.
@@ -98,8 +107,14 @@ impl StateMachine {
                 flush,
                 snapshots_built: AtomicU64::new(0),
                 snapshots_installed: AtomicU64::new(0),
+                observers: OnceLock::new(),
             }),
         })
+    }
+
+    /// Starts reporting apply and snapshot timings to `observers` (first call wins).
+    pub fn observe(&self, observers: Observers) {
+        let _ = self.inner.observers.set(observers);
     }
 
     /// Snapshots built and installed by this replica since the process started.
@@ -195,6 +210,10 @@ impl StateMachine {
         )?;
         snapshot::remove_others(&self.inner.snap_dir, &path)?;
         self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = self.inner.observers.get() {
+            o.snapshot_build_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         tracing::info!(
             shard = self.inner.shard,
             index,
@@ -311,6 +330,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let (_, tree) = self.tree()?;
+        let started = std::time::Instant::now();
         let mut ab = ApplyBatch::new(&tree);
         let mut responders = Vec::new();
         let mut last_applied = None;
@@ -338,6 +358,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ab.put(KEY_MEMBERSHIP, encode(&m)?);
         }
         tree.apply_batch(ab.into_batch()).map_err(sled_err)?;
+        if let Some(o) = self.inner.observers.get() {
+            o.apply_batch_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         for (responder, response) in responders {
             responder.send(response);
         }
