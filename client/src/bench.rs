@@ -1,13 +1,20 @@
-//! `ringkv bench`: a closed-loop load generator against a running cluster.
+//! `ringkv bench`: a load generator for RingKV, and for etcd with the same code (`--target
+//! etcd`), so both are measured by one tool.
 //!
-//! `--clients` tasks share one [`Client`] (one connection pool, leader-aware routing, the same
-//! code path as applications) and each issues one request at a time until `--requests` in all
-//! have been sent or `--duration-secs` has passed, whichever comes first; both bounds always
-//! apply, so a run stops by itself. Latency is recorded per request, successes and failures
-//! apart, in HDR histograms (microsecond resolution, 3 significant digits).
+//! Closed loop (default): `--clients` tasks, spread over `--conns` connections, each with one
+//! request in flight. Open loop (`--rate R`): the same tasks issue requests on a fixed schedule
+//! of R per second in all, and latency is measured from each request's *intended* start, so a
+//! stall shows up in the percentiles instead of silently lowering the offered load
+//! (coordinated omission). A run ends after `--requests` or `--duration-secs`, whichever comes
+//! first, so it always stops by itself; `--warmup-secs` of load before that are not recorded.
+//! Latency of successful requests goes into HDR histograms (1 µs resolution, 3 significant
+//! digits); failures are counted apart, and a write whose outcome is unknown is counted as such.
 //!
-//! Keys are `bench:<n>` for `n` in `0..--keys`, drawn in a fixed order per client (client `c`
-//! starts at `c * keys / clients`), so runs are repeatable and spread over every shard.
+//! Keys are `bench:<n>` for `n` in `0..--keys`, chosen by `--key-dist`: `sequential` (client
+//! `c` walks from `c * keys / clients`; a put run with `--requests = --keys` writes every key
+//! once), `uniform`, `zipf:THETA` (key 0 hottest) or `hotspot:X:Y` (a fraction X of requests
+//! go to the first fraction Y of keys), drawn from a seeded generator (`--seed`, printed).
+//! `--verify` reads back every key a put run acknowledged and counts any that are missing.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,51 +23,258 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use ringkv_client::{Client, Error, ReadConsistency};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
 use serde::Serialize;
+
+use crate::etcd::Etcd;
 
 /// What each request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum BenchOp {
     /// Write a value.
     Put,
-    /// Read a key (the keys are written once before the timed run).
+    /// Linearizable read (the keys are written once before the timed run).
     Get,
-    /// Half reads, half writes.
+    /// Read from any replica, possibly stale (the keys are written first).
+    GetSerializable,
+    /// Compare-and-swap: replace the value if it still equals the one written (keys written first).
+    Cas,
+    /// Reads and writes; `--read-ratio` of them reads.
     Mixed,
+}
+
+/// Which system to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchTarget {
+    Ringkv,
+    /// An etcd v3 cluster (`--endpoints` are its client URLs' HOST:PORT).
+    Etcd,
 }
 
 /// Arguments of `ringkv bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// The system under test.
+    #[arg(long, value_enum, default_value_t = BenchTarget::Ringkv)]
+    pub target: BenchTarget,
     /// Concurrent client tasks, each with one request in flight.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub clients: u32,
+    /// Connections (client instances) the tasks are spread over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub conns: u32,
+    /// Open loop: requests per second in all, scheduled at fixed intervals.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Requests in all (the run also ends after --duration-secs).
     #[arg(long, default_value_t = 20_000)]
     pub requests: u64,
     /// Stop after this many seconds even if --requests were not all sent.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, alias = "duration", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub duration_secs: u64,
+    /// Seconds of load before recording starts (not counted in --requests).
+    #[arg(long, alias = "warmup", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub warmup_secs: u64,
     /// Operation mix.
     #[arg(long, value_enum, default_value_t = BenchOp::Put)]
     pub op: BenchOp,
+    /// Fraction of reads in a `mixed` run.
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
     /// Distinct keys.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub keys: u64,
+    /// Key choice: sequential, uniform, zipf:THETA, hotspot:X:Y.
+    #[arg(long, default_value = "sequential")]
+    pub key_dist: String,
+    /// Seed of the key choice (random when absent; printed either way).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Bytes per value.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    #[arg(long, alias = "value-size", default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=65_536))]
     pub value_bytes: u64,
     /// Reads from any replica (possibly stale) instead of linearizable reads.
     #[arg(long)]
     pub serializable: bool,
+    /// After a put run, read back every acknowledged key and report any missing.
+    #[arg(long)]
+    pub verify: bool,
+    /// Reads and CAS: the keys were written by an earlier run; do not write them first.
+    #[arg(long)]
+    pub skip_preload: bool,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Latency summary in microseconds.
+/// How keys are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyDist {
+    Sequential,
+    Uniform,
+    Zipf(f64),
+    Hotspot { ops: f64, keys: f64 },
+}
+
+impl KeyDist {
+    fn parse(s: &str) -> Result<KeyDist, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let num = |p: &str, what: &str| -> Result<f64, String> {
+            p.parse::<f64>()
+                .map_err(|_| format!("--key-dist {s}: {what} {p:?} is not a number"))
+        };
+        match parts.as_slice() {
+            ["sequential"] => Ok(KeyDist::Sequential),
+            ["uniform"] => Ok(KeyDist::Uniform),
+            ["zipf", t] => {
+                let t = num(t, "theta")?;
+                if !(t > 0.0 && t < 100.0) {
+                    return Err(format!("--key-dist {s}: theta must be in (0, 100)"));
+                }
+                Ok(KeyDist::Zipf(t))
+            }
+            ["hotspot", x, y] => {
+                let (ops, keys) = (num(x, "X")?, num(y, "Y")?);
+                if !((0.0..=1.0).contains(&ops) && keys > 0.0 && keys <= 1.0) {
+                    return Err(format!(
+                        "--key-dist {s}: X must be in [0, 1] and Y in (0, 1]"
+                    ));
+                }
+                Ok(KeyDist::Hotspot { ops, keys })
+            }
+            _ => Err(format!(
+                "--key-dist {s}: expected sequential, uniform, zipf:THETA or hotspot:X:Y"
+            )),
+        }
+    }
+}
+
+/// One client task's key source.
+struct KeyGen {
+    dist: KeyDist,
+    keys: u64,
+    next: u64,
+    rng: StdRng,
+    zipf: Option<Zipf<f64>>,
+}
+
+impl KeyGen {
+    fn new(dist: KeyDist, keys: u64, start: u64, seed: u64) -> Result<KeyGen, String> {
+        let zipf = match dist {
+            KeyDist::Zipf(t) => Some(Zipf::new(keys as f64, t).map_err(|e| e.to_string())?),
+            _ => None,
+        };
+        Ok(KeyGen {
+            dist,
+            keys,
+            next: start,
+            rng: StdRng::seed_from_u64(seed),
+            zipf,
+        })
+    }
+
+    fn next_key(&mut self) -> u64 {
+        match self.dist {
+            KeyDist::Sequential => {
+                let n = self.next % self.keys;
+                self.next += 1;
+                n
+            }
+            KeyDist::Uniform => self.rng.random_range(0..self.keys),
+            KeyDist::Zipf(_) => match &self.zipf {
+                // Zipf yields 1..=n, 1 the most frequent.
+                Some(z) => (z.sample(&mut self.rng) as u64)
+                    .saturating_sub(1)
+                    .min(self.keys - 1),
+                None => 0,
+            },
+            KeyDist::Hotspot { ops, keys } => {
+                let hot = ((self.keys as f64 * keys).ceil() as u64).clamp(1, self.keys);
+                if self.rng.random_bool(ops) || hot == self.keys {
+                    self.rng.random_range(0..hot)
+                } else {
+                    self.rng.random_range(hot..self.keys)
+                }
+            }
+        }
+    }
+}
+
+/// The system under test, one handle per connection.
+#[derive(Clone)]
+enum Conn {
+    Ringkv(Client),
+    Etcd(Etcd),
+}
+
+/// How one request ended.
+enum Outcome {
+    Ok,
+    Failed(String),
+    Unknown(String),
+}
+
+impl Conn {
+    async fn put(&self, key: Bytes, value: Bytes) -> Outcome {
+        match self {
+            Conn::Ringkv(c) => ringkv_outcome(c.put(key, value).await.map(|_| ())),
+            // etcd does not say whether a failed put took effect.
+            Conn::Etcd(e) => match e.put(key, value).await {
+                Ok(()) => Outcome::Ok,
+                Err(s) => Outcome::Unknown(format!("{:?}: {}", s.code(), s.message())),
+            },
+        }
+    }
+
+    async fn get(&self, key: Bytes, serializable: bool) -> Result<Option<Bytes>, String> {
+        match self {
+            Conn::Ringkv(c) => {
+                let consistency = if serializable {
+                    ReadConsistency::Serializable
+                } else {
+                    ReadConsistency::Linearizable
+                };
+                c.get(key, consistency)
+                    .await
+                    .map(|v| v.map(|v| v.value))
+                    .map_err(|e| e.to_string())
+            }
+            Conn::Etcd(e) => e
+                .get(key, serializable)
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        }
+    }
+
+    async fn cas(&self, key: Bytes, value: Bytes) -> Outcome {
+        match self {
+            Conn::Ringkv(c) => ringkv_outcome(
+                c.cas(key, Expect::Value(value.clone()), Some(value))
+                    .await
+                    .map(|_| ()),
+            ),
+            Conn::Etcd(e) => match e.cas(key, value.clone(), value).await {
+                Ok(_) => Outcome::Ok,
+                Err(s) => Outcome::Unknown(format!("{:?}: {}", s.code(), s.message())),
+            },
+        }
+    }
+}
+
+fn ringkv_outcome(r: Result<(), Error>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Ok,
+        Err(e @ Error::OutcomeUnknown(_)) => Outcome::Unknown(e.to_string()),
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// Latency summary in microseconds (kept for earlier readers of `--json`).
 #[derive(Debug, Serialize)]
 struct Latency {
     count: u64,
@@ -86,20 +300,40 @@ impl Latency {
     }
 }
 
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+struct LatencyMs {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
 /// The run's outcome, as printed.
 #[derive(Debug, Serialize)]
 struct Report {
+    target: BenchTarget,
     op: BenchOp,
     clients: u32,
+    conns: u32,
+    rate: Option<f64>,
     value_bytes: u64,
     keys: u64,
+    key_dist: String,
+    seed: u64,
     consistency: &'static str,
     elapsed_secs: f64,
     ok: u64,
     failed_definite: u64,
     outcome_unknown: u64,
+    errors: u64,
+    throughput_ops_s: f64,
     throughput_ops_per_sec: f64,
+    latency_ms: LatencyMs,
     latency_ok: Latency,
+    verified_keys: Option<u64>,
+    lost_keys: Option<u64>,
     first_error: Option<String>,
 }
 
@@ -120,12 +354,12 @@ fn key_of(n: u64) -> Bytes {
     Bytes::from(format!("bench:{n}"))
 }
 
-/// Runs the benchmark and prints the report; exit 3 if nothing succeeded.
+/// Runs the benchmark and prints the report; exit 3 if nothing succeeded or a key was lost.
 pub async fn run(client: &Client, args: BenchArgs) -> ExitCode {
     match run_inner(client, &args).await {
         Ok(report) => {
             print(&report, args.json);
-            if report.ok == 0 {
+            if report.ok == 0 || report.lost_keys.unwrap_or(0) > 0 {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
@@ -138,25 +372,77 @@ pub async fn run(client: &Client, args: BenchArgs) -> ExitCode {
     }
 }
 
+fn connections(client: &Client, args: &BenchArgs) -> Result<Vec<Conn>, String> {
+    let opts = client.options();
+    (0..args.conns as usize)
+        .map(|i| match args.target {
+            BenchTarget::Ringkv => {
+                if i == 0 {
+                    return Ok(Conn::Ringkv(client.clone()));
+                }
+                let mut o = ClientOptions::new(opts.endpoints.clone());
+                o.cluster_id = opts.cluster_id.clone();
+                o.request_timeout = opts.request_timeout;
+                o.attempt_timeout = opts.attempt_timeout;
+                Client::new(o).map(Conn::Ringkv).map_err(|e| e.to_string())
+            }
+            BenchTarget::Etcd => {
+                let ep = &opts.endpoints[i % opts.endpoints.len()];
+                Etcd::connect_lazy(ep, opts.request_timeout).map(Conn::Etcd)
+            }
+        })
+        .collect()
+}
+
 async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> {
-    let value = Bytes::from(vec![b'v'; args.value_bytes as usize]);
-    let consistency = if args.serializable {
-        ReadConsistency::Serializable
-    } else {
-        ReadConsistency::Linearizable
-    };
-    if args.op != BenchOp::Put {
-        preload(client, args, &value).await?;
+    let dist = KeyDist::parse(&args.key_dist)?;
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        return Err("--read-ratio must be in [0, 1]".into());
     }
+    if let Some(r) = args.rate
+        && !(r > 0.0 && r.is_finite())
+    {
+        return Err("--rate must be positive".into());
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    if !args.json {
+        eprintln!("seed {seed} (repeat with --seed {seed})");
+    }
+    let value = Bytes::from(vec![b'v'; args.value_bytes as usize]);
+    let conns = connections(client, args)?;
+    if args.op != BenchOp::Put && !args.skip_preload {
+        preload(&conns, args, &value).await?;
+    }
+    let written = Arc::new(Bitset::new(if args.verify && args.op == BenchOp::Put {
+        args.keys
+    } else {
+        0
+    }));
 
     let issued = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
-    let started = Instant::now();
+    let begun = Instant::now();
+    let recording_from = begun + Duration::from_secs(args.warmup_secs);
+    let deadline = recording_from + Duration::from_secs(args.duration_secs);
+    // Open loop: each task issues one request every `interval`.
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.clients as f64 / r));
+    let progress = progress_bar(args);
     let mut tasks = Vec::with_capacity(args.clients as usize);
     for c in 0..args.clients as u64 {
-        let (client, issued, value) = (client.clone(), issued.clone(), value.clone());
-        let (op, keys, requests) = (args.op, args.keys, args.requests);
-        let mut n = c * keys / args.clients as u64;
+        let conn = conns[c as usize % conns.len()].clone();
+        let (issued, value, written) = (issued.clone(), value.clone(), written.clone());
+        let (op, requests, read_ratio, serializable) =
+            (args.op, args.requests, args.read_ratio, args.serializable);
+        let mut keygen = KeyGen::new(
+            dist,
+            args.keys,
+            c * args.keys / args.clients as u64,
+            seed.wrapping_add(c),
+        )?;
+        let mut mix = StdRng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ c);
+        // Spread the tasks' schedules over one interval.
+        let offset = interval.map(|i| i.mul_f64(c as f64 / args.clients as f64));
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally {
                 ok: histogram()?,
@@ -164,36 +450,81 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                 unknown: 0,
                 first_error: None,
             };
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < requests {
-                let key = key_of(n % keys);
-                let read = match op {
-                    BenchOp::Put => false,
-                    BenchOp::Get => true,
-                    BenchOp::Mixed => n.is_multiple_of(2),
+            let mut intended = begun + offset.unwrap_or_default();
+            loop {
+                if interval.is_some() {
+                    tokio::time::sleep_until(intended.into()).await;
+                }
+                let start = match interval {
+                    Some(i) => {
+                        let s = intended;
+                        intended += i;
+                        s
+                    }
+                    None => Instant::now(),
                 };
-                n += 1;
-                let t = Instant::now();
-                let r = if read {
-                    client.get(key, consistency).await.map(|_| ())
-                } else {
-                    client.put(key, value.clone()).await.map(|_| ())
-                };
-                let us = (t.elapsed().as_micros() as u64).max(1);
-                match r {
-                    Ok(()) => tally.ok.saturating_record(us),
-                    Err(e) => {
-                        if matches!(e, Error::OutcomeUnknown(_)) {
-                            tally.unknown += 1;
-                        } else {
-                            tally.definite += 1;
+                let recording = start >= recording_from;
+                if Instant::now() >= deadline
+                    || (recording && issued.fetch_add(1, Ordering::Relaxed) >= requests)
+                {
+                    break;
+                }
+                let n = keygen.next_key();
+                let key = key_of(n);
+                let outcome = match op {
+                    BenchOp::Put => conn.put(key, value.clone()).await,
+                    BenchOp::Get | BenchOp::GetSerializable => {
+                        let ser = serializable || op == BenchOp::GetSerializable;
+                        match conn.get(key, ser).await {
+                            Ok(_) => Outcome::Ok,
+                            Err(e) => Outcome::Failed(e),
                         }
-                        tally.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                    BenchOp::Cas => conn.cas(key, value.clone()).await,
+                    BenchOp::Mixed => {
+                        if mix.random_bool(read_ratio) {
+                            match conn.get(key, serializable).await {
+                                Ok(_) => Outcome::Ok,
+                                Err(e) => Outcome::Failed(e),
+                            }
+                        } else {
+                            conn.put(key, value.clone()).await
+                        }
+                    }
+                };
+                if !recording {
+                    continue;
+                }
+                let us = (start.elapsed().as_micros() as u64).max(1);
+                match outcome {
+                    Outcome::Ok => {
+                        tally.ok.saturating_record(us);
+                        if op == BenchOp::Put {
+                            written.set(n);
+                        }
+                    }
+                    Outcome::Failed(e) => {
+                        tally.definite += 1;
+                        tally.first_error.get_or_insert(e);
+                    }
+                    Outcome::Unknown(e) => {
+                        tally.unknown += 1;
+                        tally.first_error.get_or_insert(e);
                     }
                 }
             }
             Ok::<Tally, String>(tally)
         }));
     }
+    let ticker = progress.clone().map(|bar| {
+        let issued = issued.clone();
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(issued.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
     let mut all = histogram()?;
     let (mut definite, mut unknown, mut first_error) = (0, 0, None);
     for t in tasks {
@@ -205,13 +536,32 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
             first_error = tally.first_error;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = recording_from.elapsed().as_secs_f64();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let (verified_keys, lost_keys) = if written.len() > 0 {
+        let (v, l) = verify(&conns, &written, &value).await;
+        (Some(v), Some(l))
+    } else {
+        (None, None)
+    };
+    let throughput = all.len() as f64 / elapsed.max(1e-9);
+    let l = Latency::of(&all);
     Ok(Report {
+        target: args.target,
         op: args.op,
         clients: args.clients,
+        conns: args.conns,
+        rate: args.rate,
         value_bytes: args.value_bytes,
         keys: args.keys,
-        consistency: if args.serializable {
+        key_dist: args.key_dist.clone(),
+        seed,
+        consistency: if args.serializable || args.op == BenchOp::GetSerializable {
             "serializable"
         } else {
             "linearizable"
@@ -220,29 +570,136 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         ok: all.len(),
         failed_definite: definite,
         outcome_unknown: unknown,
-        throughput_ops_per_sec: all.len() as f64 / elapsed.max(1e-9),
-        latency_ok: Latency::of(&all),
+        errors: definite + unknown,
+        throughput_ops_s: throughput,
+        throughput_ops_per_sec: throughput,
+        latency_ms: LatencyMs {
+            p50: ms(l.p50_us),
+            p90: ms(l.p90_us),
+            p99: ms(l.p99_us),
+            p999: ms(l.p999_us),
+            max: ms(l.max_us),
+        },
+        latency_ok: l,
+        verified_keys,
+        lost_keys,
         first_error,
     })
 }
 
+/// A progress bar on a terminal (stderr), none otherwise.
+fn progress_bar(args: &BenchArgs) -> Option<indicatif::ProgressBar> {
+    if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(args.requests);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} requests ({per_sec})",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Which keys a put run wrote (a fixed-size bitset shared by the tasks).
+struct Bitset {
+    words: Vec<AtomicU64>,
+    bits: u64,
+}
+
+impl Bitset {
+    fn new(bits: u64) -> Bitset {
+        Bitset {
+            words: (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            bits,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.bits
+    }
+
+    fn set(&self, n: u64) {
+        if let Some(w) = self.words.get((n / 64) as usize) {
+            w.fetch_or(1 << (n % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, n: u64) -> bool {
+        self.words
+            .get((n / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (n % 64)) != 0)
+    }
+}
+
+/// Reads back every written key (linearizable); returns (checked, missing or wrong).
+async fn verify(conns: &[Conn], written: &Arc<Bitset>, value: &Bytes) -> (u64, u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let (conn, next, written, value) = (
+            conns[i % conns.len()].clone(),
+            next.clone(),
+            written.clone(),
+            value.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut checked, mut lost) = (0u64, 0u64);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= written.len() {
+                    return (checked, lost);
+                }
+                if !written.get(n) {
+                    continue;
+                }
+                checked += 1;
+                match conn.get(key_of(n), false).await {
+                    Ok(Some(v)) if v == value => {}
+                    other => {
+                        lost += 1;
+                        if lost <= 5 {
+                            eprintln!("ringkv bench: verify bench:{n}: {other:?}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let (mut checked, mut lost) = (0, 0);
+    for t in tasks {
+        if let Ok((c, l)) = t.await {
+            checked += c;
+            lost += l;
+        }
+    }
+    (checked, lost)
+}
+
 /// Writes every key once so reads find values (bounded by --duration-secs too).
-async fn preload(client: &Client, args: &BenchArgs, value: &Bytes) -> Result<(), String> {
+async fn preload(conns: &[Conn], args: &BenchArgs, value: &Bytes) -> Result<(), String> {
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let mut tasks = Vec::new();
-    for _ in 0..args.clients.min(64) {
-        let (client, next, value, keys) = (client.clone(), next.clone(), value.clone(), args.keys);
+    for i in 0..args.clients.min(64) as usize {
+        let (conn, next, value, keys) = (
+            conns[i % conns.len()].clone(),
+            next.clone(),
+            value.clone(),
+            args.keys,
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= keys || Instant::now() > deadline {
                     return Ok::<(), String>(());
                 }
-                client
-                    .put(key_of(n), value.clone())
-                    .await
-                    .map_err(|e| format!("preloading bench:{n}: {e}"))?;
+                match conn.put(key_of(n), value.clone()).await {
+                    Outcome::Ok => {}
+                    Outcome::Failed(e) | Outcome::Unknown(e) => {
+                        return Err(format!("preloading bench:{n}: {e}"));
+                    }
+                }
             }
         }));
     }
@@ -266,12 +723,22 @@ fn print(r: &Report, json: bool) {
     }
     let l = &r.latency_ok;
     println!(
-        "op={:?} clients={} value_bytes={} keys={} reads={}",
-        r.op, r.clients, r.value_bytes, r.keys, r.consistency
+        "target={:?} op={:?} clients={} conns={} value_bytes={} keys={} key_dist={} reads={}{}",
+        r.target,
+        r.op,
+        r.clients,
+        r.conns,
+        r.value_bytes,
+        r.keys,
+        r.key_dist,
+        r.consistency,
+        r.rate
+            .map(|x| format!(" rate={x}/s (open loop)"))
+            .unwrap_or_default()
     );
     println!(
         "ok={} failed={} unknown={} in {:.2} s: {:.0} ops/s",
-        r.ok, r.failed_definite, r.outcome_unknown, r.elapsed_secs, r.throughput_ops_per_sec
+        r.ok, r.failed_definite, r.outcome_unknown, r.elapsed_secs, r.throughput_ops_s
     );
     println!(
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
@@ -282,7 +749,41 @@ fn print(r: &Report, json: bool) {
         ms(l.max_us),
         l.mean_us / 1000.0
     );
+    if let (Some(v), Some(lost)) = (r.verified_keys, r.lost_keys) {
+        println!("verified {v} acknowledged keys: {lost} missing or wrong");
+    }
     if let Some(e) = &r.first_error {
         println!("first error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_distributions_parse_and_stay_in_range() {
+        for (s, hot_share_min) in [
+            ("sequential", 0.0),
+            ("uniform", 0.0),
+            ("zipf:0.99", 0.2),
+            ("hotspot:0.9:0.01", 0.85),
+        ] {
+            let dist = KeyDist::parse(s).expect(s);
+            let mut g = KeyGen::new(dist, 1000, 0, 7).expect("keygen");
+            let mut hot = 0;
+            for _ in 0..20_000 {
+                let k = g.next_key();
+                assert!(k < 1000, "{s}: key {k} out of range");
+                if k < 10 {
+                    hot += 1;
+                }
+            }
+            let share = hot as f64 / 20_000.0;
+            assert!(share >= hot_share_min, "{s}: hot share {share}");
+        }
+        for bad in ["zipf", "zipf:x", "hotspot:2:0.1", "hotspot:0.5:0", "gauss"] {
+            assert!(KeyDist::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -14,6 +14,7 @@ use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
 
 mod backup;
 mod bench;
+mod etcd;
 mod member;
 mod status;
 
