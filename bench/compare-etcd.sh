@@ -41,6 +41,7 @@ stop_all() {
     PIDS=()
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

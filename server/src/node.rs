@@ -167,7 +167,18 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let server_cancel = cancel.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The server's own `tcp_nodelay` applies only to listeners it binds itself; sockets from a
+    // listener we bound need it set here, or Nagle holds back the second small write of every
+    // HTTP/2 answer until the peer's delayed ACK (~40 ms on Linux).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        },
+    );
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
