@@ -5,6 +5,7 @@ Usage: summarize.py RUNS.jsonl OUT_DIR "COMMAND"
 Writes OUT_DIR/compare-etcd.md, throughput.svg and latency-p99.svg (plain SVG, no libraries).
 """
 import json
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -19,7 +20,8 @@ for r in runs:
         rss[r["system"]].append(r["rss_kib"])
         continue
     by[(r["system"], r["case"])].append(r["report"])
-    commands[r["case"]] = r["command"]
+    # Ports are picked per run; show the endpoints as a placeholder.
+    commands[r["case"]] = re.sub(r"--endpoints \S+", "--endpoints $ENDPOINTS", r["command"])
 
 cases = sorted({c for (_, c) in by}, key=lambda c: (not c.startswith("put"), c))
 

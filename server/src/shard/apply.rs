@@ -168,6 +168,11 @@ impl<'a> ApplyBatch<'a> {
             .collect())
     }
 
+    /// The keys this batch changes.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.overlay.keys().map(Vec::as_slice)
+    }
+
     /// The staged writes as one sled batch (atomic when applied).
     pub fn into_batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();

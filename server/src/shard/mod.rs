@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod cut;
 pub mod log_store;
 pub mod snapshot;
 pub mod state_machine;

@@ -9,15 +9,19 @@
 //! Invariants:
 //! - Data, `applied` and `membership` of one apply call are written in one atomic batch; every
 //!   responder is answered after that write, exactly once.
-//! - A snapshot is a consistent cut: it is dumped while apply is blocked (openraft calls
-//!   `try_create_snapshot_builder` on the apply worker, in order with `apply`), and its meta
-//!   comes from the same cut. Deduplication records are part of it.
+//! - A snapshot is a consistent cut: the cut is taken in order with apply (openraft calls
+//!   `try_create_snapshot_builder` on the apply worker), its meta comes from that moment, and
+//!   the dump then runs beside apply, which records pre-images meanwhile (see
+//!   [`crate::shard::cut`]); apply pauses only for the cut itself (a flush and two reads).
+//!   Deduplication records are part of it.
+//! - At most one dump runs at a time, and an install waits for a running dump (the dump walks
+//!   the live generation an install would drop).
 //! - Readers take a clone of the live tree handle and never hold it across an install.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -29,6 +33,7 @@ use crate::shard::apply::{
     self, ApplyBatch, DATA_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
 };
 use crate::shard::command::{CommandResponse, Versioned};
+use crate::shard::cut::Cut;
 use crate::shard::snapshot::{self, SnapshotFile};
 use crate::storage::flush::FlushCoordinator;
 use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -50,6 +55,10 @@ struct Inner {
     snapshots_built: AtomicU64,
     snapshots_installed: AtomicU64,
     observers: OnceLock<Observers>,
+    /// The cut of the snapshot being dumped, if any: apply records pre-images into it.
+    cut: Mutex<Option<Arc<Cut>>>,
+    /// Held by a snapshot dump, and by an install while it runs.
+    dumping: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where a state machine reports how long apply batches and snapshot builds take (the
@@ -108,6 +117,8 @@ impl StateMachine {
                 snapshots_built: AtomicU64::new(0),
                 snapshots_installed: AtomicU64::new(0),
                 observers: OnceLock::new(),
+                cut: Mutex::new(None),
+                dumping: Arc::new(tokio::sync::Mutex::new(())),
             }),
         })
     }
@@ -184,28 +195,45 @@ impl StateMachine {
         Ok((applied, membership))
     }
 
-    /// Dumps the live tree into a snapshot file. Must run while apply is blocked.
-    fn dump(&self) -> io::Result<Snapshot> {
+    /// The active cut, if a snapshot is being dumped.
+    fn active_cut(&self) -> Option<Arc<Cut>> {
+        self.inner.cut.lock().ok().and_then(|c| c.clone())
+    }
+
+    fn set_cut(&self, cut: Option<Arc<Cut>>) {
+        match self.inner.cut.lock() {
+            Ok(mut c) => *c = cut,
+            Err(e) => *e.into_inner() = cut,
+        }
+    }
+
+    /// Takes a cut (in order with apply): the meta as of now, and pre-image recording from now.
+    async fn prepare(&self) -> io::Result<Prepared> {
+        // Everything applied so far must be on disk before the snapshot may replace the log.
+        self.inner.flush.flush().await?;
         let (_, tree) = self.tree()?;
         let (applied, membership) = Self::read_meta(&tree)?;
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-        };
-        let index = applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        let records = tree
-            .iter()
-            .filter(|r| {
-                r.as_ref()
-                    .map(|(k, _)| !k.starts_with(META_PREFIX))
-                    .unwrap_or(true)
-            })
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(sled_err));
+        let cut = Arc::new(Cut::new());
+        self.set_cut(Some(cut.clone()));
+        Ok(Prepared {
+            tree,
+            meta: SnapshotMeta {
+                last_log_id: applied,
+                last_membership: membership,
+            },
+            cut,
+        })
+    }
+
+    /// Dumps the tree as of the cut into a snapshot file (runs beside apply).
+    fn dump(&self, p: &Prepared) -> io::Result<Snapshot> {
+        let index = p.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
         let started = std::time::Instant::now();
+        let records = p.cut.records(&p.tree, |k| k.starts_with(META_PREFIX));
         let path = snapshot::write(
             &self.inner.snap_dir,
             &snapshot::file_name(index),
-            &meta,
+            &p.meta,
             records,
         )?;
         snapshot::remove_others(&self.inner.snap_dir, &path)?;
@@ -218,10 +246,11 @@ impl StateMachine {
             shard = self.inner.shard,
             index,
             elapsed_ms = started.elapsed().as_millis() as u64,
+            written_meanwhile = p.cut.recorded(),
             "snapshot built"
         );
         Ok(Snapshot {
-            meta,
+            meta: p.meta.clone(),
             snapshot: SnapshotFile::open(path)?,
         })
     }
@@ -301,18 +330,51 @@ impl StateMachine {
     }
 }
 
-/// A snapshot already dumped (in order with apply); `build_snapshot` just hands it over.
+/// A cut taken in order with apply, to be dumped.
+struct Prepared {
+    tree: sled::Tree,
+    meta: SnapshotMeta,
+    cut: Arc<Cut>,
+}
+
+/// Builds a snapshot from a cut; `build_snapshot` runs beside apply (openraft spawns it).
+/// Dropping the builder, used or not, ends the cut and releases the dump lock.
 pub struct SnapshotBuilder {
-    built: Option<io::Result<Snapshot>>,
+    sm: StateMachine,
+    prepared: Option<io::Result<Prepared>>,
+    _dumping: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for SnapshotBuilder {
+    fn drop(&mut self) {
+        self.sm.set_cut(None);
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        self.built
+        let prepared = self
+            .prepared
             .take()
-            .unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))
+            .unwrap_or_else(|| Err(io::Error::other("snapshot builder used twice")))?;
+        let sm = self.sm.clone();
+        let built = tokio::task::spawn_blocking(move || sm.dump(&prepared))
+            .await
+            .map_err(io::Error::other)?;
+        self.sm.set_cut(None);
+        built
+    }
+}
+
+impl StateMachine {
+    async fn builder(&self, dumping: tokio::sync::OwnedMutexGuard<()>) -> SnapshotBuilder {
+        SnapshotBuilder {
+            sm: self.clone(),
+            prepared: Some(self.prepare().await),
+            _dumping: dumping,
+        }
     }
 }
 
@@ -357,6 +419,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = membership {
             ab.put(KEY_MEMBERSHIP, encode(&m)?);
         }
+        if let Some(cut) = self.active_cut() {
+            cut.record(&tree, ab.keys())?;
+        }
         tree.apply_batch(ab.into_batch()).map_err(sled_err)?;
         if let Some(o) = self.inner.observers.get() {
             o.apply_batch_seconds
@@ -369,22 +434,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<SnapshotBuilder> {
-        Some(self.get_snapshot_builder().await)
+        // A dump still running: refuse (openraft asks again later) rather than stall apply.
+        let dumping = self.inner.dumping.clone().try_lock_owned().ok()?;
+        Some(self.builder(dumping).await)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        // Everything applied so far must be on disk before the snapshot may replace the log.
-        let built = match self.inner.flush.flush().await {
-            Ok(()) => {
-                let me = self.clone();
-                match tokio::task::spawn_blocking(move || me.dump()).await {
-                    Ok(r) => r,
-                    Err(e) => Err(io::Error::other(e)),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        SnapshotBuilder { built: Some(built) }
+        let dumping = self.inner.dumping.clone().lock_owned().await;
+        self.builder(dumping).await
     }
 
     async fn install_snapshot(
@@ -392,6 +449,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
+        // A running dump walks the generation the install would drop: wait for it.
+        let _dumping = self.inner.dumping.clone().lock_owned().await;
         let me = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || me.install(&meta, snapshot))
