@@ -467,20 +467,34 @@ impl Client {
         F: Fn(KvClient<Channel>, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let seq = self.inner.next_sequence.fetch_add(1, Ordering::Relaxed);
-        let acked_below = match self.inner.in_flight.lock() {
-            Ok(mut s) => {
-                s.insert(seq);
-                s.first().copied().unwrap_or(seq)
-            }
-            Err(_) => seq,
-        };
+        let (seq, acked_below) = self.begin_write();
         let header = self.header(seq, acked_below);
         let result = self.call(Some(key), true, |c| f(c, header.clone())).await;
+        self.end_write(seq);
+        result
+    }
+
+    /// Takes a write's sequence and the watermark to send with it: every sequence below the
+    /// watermark has been answered. The sequence is taken and registered in flight under one
+    /// lock; otherwise a concurrent write could compute its watermark past a sequence that is
+    /// taken but not yet registered, and the server would refuse that write as a stale
+    /// duplicate.
+    fn begin_write(&self) -> (u64, u64) {
+        match self.inner.in_flight.lock() {
+            Ok(mut s) => {
+                let seq = self.inner.next_sequence.fetch_add(1, Ordering::Relaxed);
+                s.insert(seq);
+                (seq, s.first().copied().unwrap_or(seq))
+            }
+            // Claim nothing was answered: the server then forgets nothing for this client.
+            Err(_) => (self.inner.next_sequence.fetch_add(1, Ordering::Relaxed), 0),
+        }
+    }
+
+    fn end_write(&self, seq: u64) {
         if let Ok(mut s) = self.inner.in_flight.lock() {
             s.remove(&seq);
         }
-        result
     }
 
     /// Reads a key.
@@ -631,5 +645,51 @@ impl Client {
 
     pub fn endpoints(&self) -> &[String] {
         &self.inner.opts.endpoints
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// No write is ever sent with a watermark above the sequence of another write still in
+    /// flight (the server would refuse that one as a stale duplicate).
+    #[test]
+    fn a_watermark_never_passes_a_write_in_flight() {
+        let client = Client::new(ClientOptions::new(vec!["127.0.0.1:1".into()])).expect("client");
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for _ in 0..8 {
+            let (client, clock) = (client.clone(), clock.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut log = Vec::new();
+                for _ in 0..2_000 {
+                    let (seq, watermark) = client.begin_write();
+                    let sent = clock.fetch_add(1, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    let done = clock.fetch_add(1, Ordering::SeqCst);
+                    client.end_write(seq);
+                    log.push((seq, watermark, sent, done));
+                }
+                log
+            }));
+        }
+        let all: Vec<(u64, u64, u64, u64)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("thread"))
+            .collect();
+        let mut by_seq = all.clone();
+        by_seq.sort();
+        for &(seq, watermark, sent, _) in &all {
+            // Every sequence below the watermark was answered before this write was sent.
+            for &(other, _, _, done) in by_seq.iter().take_while(|x| x.0 < watermark) {
+                assert!(
+                    done < sent || other == seq,
+                    "write {seq} sent with watermark {watermark} while write {other} was in flight"
+                );
+            }
+        }
     }
 }
