@@ -22,6 +22,8 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::checksum::{HashingReader, HashingWriter};
+
 const MAGIC: &[u8; 8] = b"RKVBACK1";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RKVSNAP1";
 pub const FORMAT_VERSION: u32 = 1;
@@ -72,35 +74,16 @@ pub struct Summary {
     pub bytes: u64,
 }
 
-struct Hashing<W> {
-    inner: W,
-    hasher: Xxh3,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes a backup file section by section; [`Writer::finish`] seals it with the checksum.
 pub struct Writer<W: Write> {
-    out: Hashing<W>,
+    out: HashingWriter<W>,
     next_shard: u32,
     shards: u32,
 }
 
 impl<W: Write> Writer<W> {
     pub fn new(out: W, header: &Header) -> io::Result<Self> {
-        let mut out = Hashing {
-            inner: out,
-            hasher: Xxh3::new(),
-        };
+        let mut out = HashingWriter::new(out);
         out.write_all(MAGIC)?;
         out.write_all(&FORMAT_VERSION.to_le_bytes())?;
         out.write_all(&(header.cluster_id.len() as u32).to_le_bytes())?;
@@ -279,7 +262,7 @@ fn check_snapshot(r: &mut impl Read, len: u64) -> Result<u64, BackupError> {
         return Err(corrupt("snapshot too short"));
     }
     let mut hasher = Xxh3::new();
-    let mut body = Hashed {
+    let mut body = HashingReader {
         inner: r.take(len - 8),
         hasher: &mut hasher,
     };
@@ -321,19 +304,6 @@ fn check_snapshot(r: &mut impl Read, len: u64) -> Result<u64, BackupError> {
         return Err(corrupt("snapshot checksum mismatch"));
     }
     Ok(records)
-}
-
-struct Hashed<'h, R> {
-    inner: R,
-    hasher: &'h mut Xxh3,
-}
-
-impl<R: Read> Read for Hashed<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //!   the same ring the servers use.
 //! - [`meta`]: the metadata keys that carry error kinds and leader hints.
 //! - [`backup`]: the backup file format, written by the CLI and read by the server's restore.
+//! - [`checksum`]: xxh3-hashing reader and writer shared by the snapshot and backup formats.
 
 pub mod backup;
+pub mod checksum;
 pub mod meta;
 pub mod ring;
 

@@ -203,23 +203,37 @@ pub async fn add(
             matched.unwrap_or(0)
         )));
     }
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));
+    guarded_change(
+        shard,
+        self_id,
+        &m,
+        change,
+        format!("node {node_id} promoted to voter"),
+    )
+    .await
+}
+
+/// Proposes `change` only if the membership is still the one in `m`; `done` on success.
+async fn guarded_change(
+    shard: &Shard,
+    self_id: NodeId,
+    m: &RaftMetrics,
+    change: ChangeMembers<NodeId, BasicNode>,
+    done: String,
+) -> Result<Step, KvError> {
     let pre = Precondition::LastMembershipLogId {
         last_membership_log_id: *m.membership_config.log_id(),
     };
-    let change = ChangeMembers::AddVoterIds(BTreeSet::from([node_id]));
     match bounded(
-        "promotion",
+        "the membership change",
         shard.raft.change_membership_if(change, false, [pre]),
     )
     .await
     {
         Ok(Ok(_)) => {
-            tracing::info!(
-                shard = shard.id,
-                node = node_id,
-                "membership changed: promoted to voter"
-            );
-            Ok(Step::Done(format!("node {node_id} promoted to voter")))
+            tracing::info!(shard = shard.id, "membership changed: {done}");
+            Ok(Step::Done(done))
         }
         Ok(Err(e)) => write_failed(shard, self_id, e),
         Err(step) => Ok(step),
@@ -286,26 +300,14 @@ pub async fn remove(shard: &Shard, self_id: NodeId, node_id: NodeId) -> Result<S
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
     };
-    let pre = Precondition::LastMembershipLogId {
-        last_membership_log_id: *m.membership_config.log_id(),
-    };
-    match bounded(
-        "removal",
-        shard.raft.change_membership_if(change, false, [pre]),
+    guarded_change(
+        shard,
+        self_id,
+        &m,
+        change,
+        format!("node {node_id} removed"),
     )
     .await
-    {
-        Ok(Ok(_)) => {
-            tracing::info!(
-                shard = shard.id,
-                node = node_id,
-                "membership changed: node removed"
-            );
-            Ok(Step::Done(format!("node {node_id} removed")))
-        }
-        Ok(Err(e)) => write_failed(shard, self_id, e),
-        Err(step) => Ok(step),
-    }
 }
 
 fn now_ms() -> u64 {

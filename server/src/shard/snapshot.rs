@@ -13,6 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use ringkv_proto::checksum::HashingWriter;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::codec::{decode, encode};
@@ -52,10 +53,7 @@ where
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let file = File::create(&tmp)?;
-    let mut w = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Xxh3::new(),
-    };
+    let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     w.write_all(MAGIC)?;
     let meta_bytes = encode(meta)?;
     w.write_all(&(meta_bytes.len() as u32).to_le_bytes())?;
@@ -82,22 +80,6 @@ where
 /// fsyncs a directory so a rename or create inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Xxh3,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 fn corrupt(what: impl Into<String>) -> io::Error {
