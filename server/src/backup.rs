@@ -45,21 +45,23 @@ pub async fn snapshot_for_backup(shard: &Shard, self_id: NodeId) -> Result<Snaps
             .as_ref()
             .is_some_and(|l| l.index() >= target)
     };
-    if !covered(shard) {
+    let deadline = tokio::time::Instant::now() + BUILD_TIMEOUT;
+    while !covered(shard) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KvError::NoLeader {
+                shard: shard.id,
+                reason: "snapshot for the backup not built in time".into(),
+            });
+        }
+        // Asked again each round: a request made while another dump runs is refused.
         shard
             .raft
             .trigger()
             .snapshot()
             .await
             .map_err(|e| KvError::Internal(format!("shard {}: {e}", shard.id)))?;
-        let deadline = tokio::time::Instant::now() + BUILD_TIMEOUT;
-        while !covered(shard) {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(KvError::NoLeader {
-                    shard: shard.id,
-                    reason: "snapshot for the backup not built in time".into(),
-                });
-            }
+        let round_end = tokio::time::Instant::now() + Duration::from_secs(1);
+        while !covered(shard) && tokio::time::Instant::now() < round_end {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

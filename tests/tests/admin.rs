@@ -232,7 +232,7 @@ async fn the_dashboard_shows_every_node_and_shard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_paused_node_becomes_ready_again_and_the_majority_recovers_without_it() {
+async fn a_paused_node_becomes_ready_again_and_the_majority_stays_ready() {
     let cluster = Cluster::start(3, SHARDS);
     cluster
         .wait_for_leaders(Duration::from_secs(10))
@@ -284,8 +284,8 @@ async fn a_paused_node_becomes_ready_again_and_the_majority_recovers_without_it(
     };
     let paused_at = std::time::Instant::now();
     cluster.pause(3);
-    // The majority may report the re-elected shards not ready for an election's length, never
-    // any other shard, and must be ready again while node 3 is still frozen.
+    // The majority stays ready throughout: the shards node 3 led are re-elected within the
+    // readiness window (5× the election timeout), and no other shard is affected.
     let mut last_not_ready = Duration::ZERO;
     let until = paused_at + Duration::from_secs(10);
     while std::time::Instant::now() < until {
@@ -309,9 +309,10 @@ async fn a_paused_node_becomes_ready_again_and_the_majority_recovers_without_it(
     eprintln!(
         "majority last not ready {last_not_ready:?} after the pause (shards {led_by_3:?} re-elected)"
     );
-    assert!(
-        last_not_ready < Duration::from_secs(8),
-        "the majority did not recover without node 3"
+    assert_eq!(
+        last_not_ready,
+        Duration::ZERO,
+        "the majority reported not ready during node 3's pause"
     );
     cluster.resume(3);
     let resumed_at = std::time::Instant::now();
