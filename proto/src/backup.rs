@@ -22,7 +22,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::checksum::{HashingReader, HashingWriter};
+use crate::checksum::{HashingReader, HashingWriter, trailer_matches};
 
 const MAGIC: &[u8; 8] = b"RKVBACK1";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RKVSNAP1";
@@ -165,21 +165,7 @@ pub fn verify(file: &mut File) -> Result<Summary, BackupError> {
         return Err(corrupt("file too short"));
     }
     // 1. The outer checksum over everything but its own 8 bytes.
-    file.seek(SeekFrom::Start(0))?;
-    let mut hasher = Xxh3::new();
-    let mut reader = BufReader::with_capacity(1 << 20, (&*file).take(len - 8));
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    file.seek(SeekFrom::Start(len - 8))?;
-    let mut sum = [0u8; 8];
-    file.read_exact(&mut sum)?;
-    if hasher.digest() != u64::from_le_bytes(sum) {
+    if !trailer_matches(file)? {
         return Err(corrupt(
             "checksum mismatch (the file was changed or truncated)",
         ));

@@ -13,8 +13,7 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ringkv_proto::checksum::HashingWriter;
-use xxhash_rust::xxh3::Xxh3;
+use ringkv_proto::checksum::{HashingWriter, trailer_matches};
 
 use crate::codec::{decode, encode};
 use crate::typ::SnapshotMeta;
@@ -96,20 +95,7 @@ pub fn verify(file: &mut File) -> io::Result<SnapshotMeta> {
     if len < (MAGIC.len() + 4 + 4 + 8) as u64 {
         return Err(corrupt("file too short"));
     }
-    let mut hasher = Xxh3::new();
-    let mut reader = BufReader::with_capacity(1 << 20, (&*file).take(len - 8));
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let mut sum = [0u8; 8];
-    file.seek(SeekFrom::Start(len - 8))?;
-    file.read_exact(&mut sum)?;
-    if hasher.digest() != u64::from_le_bytes(sum) {
+    if !trailer_matches(file)? {
         return Err(corrupt("checksum mismatch"));
     }
     // Framing: walk every record.
