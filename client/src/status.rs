@@ -105,7 +105,9 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
             "{:<6} {:<7} {:<6} REPLICAS (node:role applied/last, lag behind the newest log)",
             "SHARD", "LEADER", "TERM"
         );
-        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        // Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let paint = |text: String, code: &str| {
             if colour {
                 format!("\x1b[{code}m{text}\x1b[0m")

@@ -362,6 +362,44 @@ async fn cli_answers_compare_and_swap_and_exit_codes() {
     assert_eq!(json["nodes"].as_array().map(Vec::len), Some(3));
     assert_eq!(json["nodes"][0]["reachable"], serde_json::Value::Bool(true));
 
+    // The status table is plain when piped, coloured on a terminal (a pseudo-terminal made by
+    // util-linux `script`), and plain again with NO_COLOR.
+    let (code, plain, _) = run(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        plain.contains("leader") && !plain.contains('\x1b'),
+        "{plain}"
+    );
+    let on_tty = |no_color: bool| {
+        let line = format!(
+            "{} --endpoints {} status",
+            ringkv_tests::binary("ringkv").display(),
+            eps.join(",")
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        cmd.output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    match on_tty(false) {
+        Some(tty) => {
+            assert!(
+                tty.contains("\x1b[") && tty.contains("leader"),
+                "no colour on a terminal: {tty:?}"
+            );
+            let tty_plain = on_tty(true).unwrap_or_default();
+            assert!(
+                !tty_plain.contains('\x1b'),
+                "NO_COLOR ignored: {tty_plain:?}"
+            );
+        }
+        None => eprintln!("skipped: `script` (util-linux) not installed"),
+    }
+
     // Usage errors exit 2.
     assert_eq!(run(&["cas", "k", "v"]).0, 2);
     assert_eq!(run(&["frobnicate"]).0, 2);
