@@ -122,6 +122,13 @@ fn bad(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Whether `s` looks like `HOST:PORT` (a port number after the last colon).
+pub fn is_host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_some()
+}
+
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
 pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
     let mut peers = BTreeMap::new();
@@ -137,11 +144,7 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
             return Err(bad("peers", "node id 0 is reserved"));
         }
         let addr = addr.trim();
-        if addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse::<u16>().ok())
-            .is_none()
-        {
+        if !is_host_port(addr) {
             return Err(bad("peers", format!("{addr:?} is not HOST:PORT")));
         }
         if peers.insert(id, addr.to_string()).is_some() {
@@ -173,10 +176,7 @@ impl NodeArgs {
             }
             (Some(p), None) => parse_peers(p)?,
             (None, Some(j)) => {
-                if j.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
+                if !is_host_port(j) {
                     return Err(bad("join", format!("{j:?} is not HOST:PORT")));
                 }
                 BTreeMap::from([(id, listen.clone())])

@@ -19,9 +19,10 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::{BasicNode, ChangeMembers, Precondition, ServerState};
 
+use crate::config::is_host_port;
 use crate::service::error::KvError;
 use crate::shard::Shard;
-use crate::shard::command::{Command, Op};
+use crate::shard::command::{Command, Op, now_ms};
 use crate::typ::{NodeId, RaftMetrics, TypeConfig};
 
 /// A learner is promoted once its log is at most this many entries behind the leader's.
@@ -132,11 +133,7 @@ pub async fn add(
     if node_id == 0 {
         return Err(KvError::Invalid("node id 0 is reserved".into()));
     }
-    if addr
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse::<u16>().ok())
-        .is_none()
-    {
+    if !is_host_port(addr) {
         return Err(KvError::Invalid(format!("{addr:?} is not HOST:PORT")));
     }
     let m = lead(shard, self_id)?;
@@ -308,11 +305,4 @@ pub async fn remove(shard: &Shard, self_id: NodeId, node_id: NodeId) -> Result<S
         format!("node {node_id} removed"),
     )
     .await
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

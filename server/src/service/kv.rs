@@ -32,7 +32,7 @@ use crate::router::{Route, Router};
 use crate::service::error::KvError;
 use crate::service::limits::Limits;
 use crate::shard::Shard;
-use crate::shard::command::{Command, CommandResponse, Expected, Op};
+use crate::shard::command::{Command, CommandResponse, Expected, Op, now_ms};
 
 /// Bytes of items one scan response carries at most; beyond it the scan is truncated.
 const SCAN_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -46,13 +46,6 @@ pub struct KvService {
     pub admission: Arc<Semaphore>,
     pub shutting_down: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn forwarded(header: &Option<RequestHeader>) -> bool {

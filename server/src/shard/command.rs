@@ -22,6 +22,14 @@ pub struct Command {
     pub op: Op,
 }
 
+/// The proposing node's wall clock for [`Command::stamped_ms`], in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// The mutation itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
