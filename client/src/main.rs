@@ -12,6 +12,10 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
 
+/// The load generator (`ringkv bench`) allocates per request; mimalloc keeps that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backup;
 mod bench;
 mod etcd;

@@ -31,6 +31,8 @@ pub struct Metrics {
     read_barrier_seconds: Histogram,
     apply_batch_seconds: Histogram,
     snapshot_build_seconds: Histogram,
+    flush_seconds: Histogram,
+    waiters_per_flush: Histogram,
     pub forwarded: IntCounterVec,
     pub inflight: IntGauge,
     shard_is_leader: IntGaugeVec,
@@ -111,8 +113,27 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(latency(
                     "ringkv_snapshot_build_duration_seconds",
-                    "Time to dump a shard's state into a snapshot file; the shard's apply waits meanwhile.",
+                    "Time to dump a shard's state into a snapshot file (apply goes on meanwhile).",
                 ))?,
+            )?,
+            flush_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_storage_flush_duration_seconds",
+                    "One group commit: sled flush plus sync_data of its log file, covering every shard's appends and votes queued meanwhile.",
+                ))?,
+            )?,
+            waiters_per_flush: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ringkv_storage_flush_waiters",
+                        "Appends, votes and other waiters completed by one group commit.",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                    ]),
+                )?,
             )?,
             read_barrier_seconds: register(
                 &r,
@@ -235,6 +256,13 @@ impl Metrics {
         crate::shard::state_machine::Observers {
             apply_batch_seconds: self.apply_batch_seconds.clone(),
             snapshot_build_seconds: self.snapshot_build_seconds.clone(),
+        }
+    }
+
+    pub fn flush_observers(&self) -> crate::storage::flush::FlushObservers {
+        crate::storage::flush::FlushObservers {
+            flush_seconds: self.flush_seconds.clone(),
+            waiters_per_flush: self.waiters_per_flush.clone(),
         }
     }
 

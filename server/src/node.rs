@@ -58,6 +58,12 @@ fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         purge_batch_size: 256,
         max_payload_entries: 512,
         enable_pre_vote: Some(true),
+        // Replicate entries as soon as they are written locally, in parallel with the leader's
+        // own flush, instead of on the core loop's next pass (single-client write latency).
+        broadcast_submitted_on_append: Some(true),
+        // A follower that acknowledged an append within one heartbeat interval needs no
+        // heartbeat: under write load this removes most heartbeat RPCs.
+        heartbeat_min_interval: Some(cfg.heartbeat_interval_ms),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("raft configuration")?))
@@ -142,6 +148,7 @@ pub async fn run(
     for shard in shards.iter() {
         shard.sm.observe(metrics.state_machine_observers());
     }
+    flush.observe(metrics.flush_observers());
     let admission = Arc::new(Semaphore::new(cfg.inflight_requests_max));
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {

@@ -5,7 +5,7 @@
 //! every write ordered (sled recovers a prefix of its log), so a durable `committed` implies
 //! durable entries up to it, and vote and log writes are never reordered.
 //!
-//! Durability: `append` writes the batch synchronously (readable on return) and hands the
+//! Durability: `append` writes the entries synchronously (readable on return) and hands the
 //! callback to the [`FlushCoordinator`]; `save_vote` waits for a flush. `truncate_after` and
 //! `purge` are not flushed themselves: any later flush (vote or append) covers them in order,
 //! and openraft never acknowledges anything that depends on them before such a flush.
@@ -185,11 +185,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        // One insert per entry, in index order, not one `apply_batch`: a batch takes sled's
+        // process-wide exclusive lock, which waits for any flush in progress (a flush holds the
+        // shared side while its IO completes), so every append would stall behind the group
+        // commit. Atomicity is not needed: sled recovers a prefix of its log, so a crash leaves
+        // a prefix of these entries, and none of them is acknowledged before the flush below.
         for entry in entries {
-            batch.insert(&entry_key(entry.index()), encode(&entry)?);
+            self.tree
+                .insert(entry_key(entry.index()), encode(&entry)?)
+                .map_err(sled_err)?;
         }
-        self.tree.apply_batch(batch).map_err(sled_err)?;
         self.flush.complete_after_flush(callback).await
     }
 
