@@ -12,6 +12,11 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 
 use xxhash_rust::xxh3::Xxh3;
 
+/// The xxh3 digest of one buffer (the framing checksum of write-ahead-log records).
+pub fn digest(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
 /// A writer that hashes what it writes.
 pub struct HashingWriter<W> {
     pub inner: W,

@@ -1,10 +1,11 @@
 //! A RingKV node: wires storage, shards, transport and services, and owns shutdown.
 //!
-//! Start-up order: check the data directory's identity, open sled and the flush coordinator,
+//! Start-up order: check the data directory's identity, open the write-ahead log, sled and its
+//! flush coordinator,
 //! build one Raft replica per shard, serve gRPC on the already-bound listener, then (on the
 //! node with the lowest id of a new cluster) initialize every shard with all peers as voters.
 //! Shutdown: stop admitting requests, hand off leadership, stop the gRPC server and every Raft
-//! group, flush sled, return.
+//! group, sync the write-ahead log and sled, return.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::shard::log_store::LogStore;
 use crate::shard::state_machine::StateMachine;
 use crate::shard::{Shard, Shards};
 use crate::storage::flush::FlushCoordinator;
+use crate::storage::wal::Wal;
 use crate::typ::Raft;
 
 /// gRPC messages (Raft appends, forwarded scans) are capped at this.
@@ -73,12 +75,13 @@ async fn open_shards(
     cfg: &Config,
     db: &sled::Db,
     flush: &FlushCoordinator,
+    wal: &Wal,
     ctx: &Arc<NetContext>,
 ) -> anyhow::Result<Shards> {
     let raft_cfg = raft_config(cfg)?;
     let mut shards = Vec::with_capacity(cfg.shards as usize);
     for id in 0..cfg.shards {
-        let log = LogStore::open(db, id, flush.clone())?;
+        let log = LogStore::open(wal, id)?;
         let sm = StateMachine::open(
             db,
             id,
@@ -100,6 +103,18 @@ async fn open_shards(
         });
     }
     Ok(Arc::new(shards))
+}
+
+/// Data directories written before the write-ahead log kept each shard's Raft log (and vote)
+/// in sled trees `log/<shard>`; starting on one would silently drop the votes, so refuse.
+fn refuse_sled_log_layout(db: &sled::Db) -> anyhow::Result<()> {
+    if db.tree_names().iter().any(|n| n.starts_with(b"log/")) {
+        anyhow::bail!(
+            "this data directory keeps its Raft log in sled (a layout before the write-ahead log); \
+             start this node from an empty directory (it catches up from the others) or restore it from a backup"
+        );
+    }
+    Ok(())
 }
 
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully.
@@ -128,7 +143,11 @@ pub async fn run(
         .flush_every_ms(Some(500))
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
+    refuse_sled_log_layout(&db)?;
     let flush = FlushCoordinator::start(db.clone(), &db_dir)?;
+    let wal_dir = cfg.data_dir.join("wal");
+    let wal = Wal::open(&wal_dir)
+        .with_context(|| format!("opening the write-ahead log at {}", wal_dir.display()))?;
     let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
     let ctx = Arc::new(NetContext {
         cluster_id: cfg.cluster_id.clone(),
@@ -136,7 +155,7 @@ pub async fn run(
         pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
         message_bytes_max: MESSAGE_BYTES_MAX,
     });
-    let shards = open_shards(&cfg, &db, &flush, &ctx).await?;
+    let shards = open_shards(&cfg, &db, &flush, &wal, &ctx).await?;
     let router = Arc::new(Router {
         self_id: cfg.id,
         ring: Ring::new(cfg.shards, cfg.ring_vnodes),
@@ -148,7 +167,7 @@ pub async fn run(
     for shard in shards.iter() {
         shard.sm.observe(metrics.state_machine_observers());
     }
-    flush.observe(metrics.flush_observers());
+    wal.observe(metrics.flush_observers());
     let admission = Arc::new(Semaphore::new(cfg.inflight_requests_max));
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {
@@ -261,6 +280,7 @@ pub async fn run(
             tracing::warn!(shard = shard.id, error = %e, "raft shutdown failed");
         }
     }
+    wal.flush().await.context("final write-ahead log sync")?;
     flush.flush().await.context("final flush")?;
     tracing::info!(node = cfg.id, "node stopped");
     Ok(())

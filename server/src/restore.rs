@@ -28,6 +28,7 @@ use crate::shard::log_store::LogStore;
 use crate::shard::snapshot::{self, SnapshotFile};
 use crate::shard::state_machine::StateMachine;
 use crate::storage::flush::FlushCoordinator;
+use crate::storage::wal::Wal;
 use crate::typ::{SnapshotMeta, StoredMembership, Vote};
 
 /// Flags of `ringkv-server restore`.
@@ -143,6 +144,7 @@ async fn seed(
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
     let flush = FlushCoordinator::start(db.clone(), &db_dir).context("starting the flusher")?;
+    let wal = Wal::open(&staging.join("wal")).context("opening the write-ahead log")?;
     let voters: BTreeSet<u64> = peers.keys().copied().collect();
     let nodes: BTreeMap<u64, BasicNode> = peers
         .iter()
@@ -202,7 +204,7 @@ async fn seed(
             SnapshotFile::open(path).context("opening the snapshot")?,
         )
         .with_context(|| format!("installing shard {shard}"))?;
-        let mut log = LogStore::open(&db, shard, flush.clone()).context("opening the log")?;
+        let mut log = LogStore::open(&wal, shard).context("opening the log")?;
         let vote = Vote::new(last.leader_id.term, args.id);
         log.save_vote(&vote).await.context("saving the vote")?;
     }

@@ -1,11 +1,12 @@
-//! openraft's storage conformance suite against the real sled log store and state machine
-//! (each test case gets a fresh sled database in a temporary directory).
+//! openraft's storage conformance suite against the real write-ahead-log store and sled state
+//! machine (each test case gets a fresh directory).
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use ringkv_server::shard::log_store::LogStore;
 use ringkv_server::shard::state_machine::StateMachine;
 use ringkv_server::storage::flush::FlushCoordinator;
+use ringkv_server::storage::wal::Wal;
 use ringkv_server::typ::TypeConfig;
 use tempfile::TempDir;
 
@@ -25,7 +26,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
             .open()
             .map_err(storage_err)?;
         let flush = FlushCoordinator::start(db.clone(), &db_dir).map_err(storage_err)?;
-        let log = LogStore::open(&db, 0, flush.clone()).map_err(storage_err)?;
+        let wal = Wal::open(&dir.path().join("wal")).map_err(storage_err)?;
+        let log = LogStore::open(&wal, 0).map_err(storage_err)?;
         let sm = StateMachine::open(&db, 0, dir.path().join("snap"), flush).map_err(storage_err)?;
         Ok((dir, log, sm))
     }

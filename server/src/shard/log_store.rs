@@ -1,90 +1,102 @@
-//! One shard's Raft log on sled: entries, vote, committed id and last purged id in one tree.
+//! One shard's Raft log: a view of the node's write-ahead log ([`Wal`]) for openraft.
 //!
-//! Layout of tree `log/<shard>`: `e` + big-endian index → encoded entry; `m:vote`,
-//! `m:committed`, `m:purged` → encoded ids. Keeping all of it in one tree of one `Db` makes
-//! every write ordered (sled recovers a prefix of its log), so a durable `committed` implies
-//! durable entries up to it, and vote and log writes are never reordered.
+//! Reads come from the shard's in-memory log (every unpurged entry is held there); every change
+//! is applied in memory and queued to the write-ahead log in one step, so a reader sees an
+//! append as soon as `append` returns.
 //!
-//! Durability: `append` writes the entries synchronously (readable on return) and hands the
-//! callback to the [`FlushCoordinator`]; `save_vote` waits for a flush. `truncate_after` and
-//! `purge` are not flushed themselves: any later flush (vote or append) covers them in order,
-//! and openraft never acknowledges anything that depends on them before such a flush.
+//! Durability: `append` completes openraft's callback after the write-ahead log has synced the
+//! record; `save_vote` returns only then. `save_committed`, `truncate_after` and `purge` are not
+//! waited for: the stream is ordered, so any later synced record covers them, and openraft
+//! never acknowledges anything that depends on them before such a sync.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
 
-use crate::codec::{decode, encode};
-use crate::storage::flush::FlushCoordinator;
+use crate::storage::wal::{Queued, Record, ShardLog, Waiter, Wal};
 use crate::typ::{Entry, LogId, TypeConfig, Vote};
 
-const ENTRY_PREFIX: u8 = b'e';
-const KEY_VOTE: &[u8] = b"m:vote";
-const KEY_COMMITTED: &[u8] = b"m:committed";
-const KEY_PURGED: &[u8] = b"m:purged";
-/// Bytes of entries one read returns at most (replication payloads stay bounded).
+/// Bytes of entries one limited read returns at most (replication payloads stay bounded).
 const READ_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = ENTRY_PREFIX;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn sled_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
-}
-
-/// A shard's log store; clones share the tree.
+/// A shard's log store; clones share the log.
 #[derive(Clone)]
 pub struct LogStore {
-    tree: sled::Tree,
-    flush: FlushCoordinator,
+    wal: Wal,
+    shard: u32,
+    log: Arc<Mutex<ShardLog>>,
+}
+
+/// Approximate bytes an entry takes on the wire.
+fn entry_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(cmd) => match &cmd.op {
+            crate::shard::command::Op::Put { key, value } => key.len() + value.len() + 64,
+            crate::shard::command::Op::Cas {
+                key,
+                expected,
+                new_value,
+            } => {
+                let exp = match expected {
+                    crate::shard::command::Expected::Value(v) => v.len(),
+                    _ => 8,
+                };
+                key.len() + exp + new_value.as_ref().map_or(0, |v| v.len()) + 64
+            }
+            op => op.key().len() + 64,
+        },
+        _ => 256,
+    }
 }
 
 impl LogStore {
-    pub fn open(db: &sled::Db, shard: u32, flush: FlushCoordinator) -> io::Result<Self> {
-        let tree = db.open_tree(format!("log/{shard}")).map_err(sled_err)?;
-        Ok(LogStore { tree, flush })
+    pub fn open(wal: &Wal, shard: u32) -> io::Result<Self> {
+        Ok(LogStore {
+            wal: wal.clone(),
+            shard,
+            log: wal.shard(shard)?,
+        })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.tree.get(key).map_err(sled_err)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
-            None => Ok(None),
-        }
+    fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, ShardLog>> {
+        self.log
+            .lock()
+            .map_err(|_| io::Error::other("shard log lock poisoned"))
     }
 
     /// Entries in `[start, end)`, stopping early (never before the first) past
-    /// [`READ_BYTES_MAX`].
-    fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+    /// `bytes_max`.
+    fn read_range(&self, start: u64, end: u64, bytes_max: usize) -> io::Result<Vec<Entry>> {
+        let log = self.lock()?;
         let mut out = Vec::new();
-        let mut bytes = 0usize;
         if start >= end {
             return Ok(out);
         }
-        for item in self.tree.range(entry_key(start)..entry_key(end)) {
-            let (k, v) = item.map_err(sled_err)?;
-            let entry: Entry = decode(&v)?;
-            let index = u64::from_be_bytes(k[1..9].try_into().map_err(io::Error::other)?);
-            if entry.index() != index {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("log entry at key {index} has index {}", entry.index()),
-                ));
+        let Some(first) = log.entries.front().map(|e| e.index()) else {
+            return Ok(out);
+        };
+        let from = log.position(start.max(first)).unwrap_or(log.entries.len());
+        let mut bytes = 0usize;
+        for e in log.entries.range(from..) {
+            if e.index() >= end {
+                break;
             }
-            bytes += v.len();
-            out.push(entry);
-            if bytes >= READ_BYTES_MAX {
+            bytes += entry_bytes(e);
+            out.push(e.clone());
+            if bytes >= bytes_max {
                 break;
             }
         }
         Ok(out)
+    }
+
+    fn change(&self, record: Queued, change: impl FnOnce(&mut ShardLog)) -> io::Result<()> {
+        self.wal.change(&self.log, record, change)
     }
 }
 
@@ -109,19 +121,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = bounds(&range);
         // The full range is required here: openraft relies on getting every entry asked for.
-        let mut out = Vec::new();
-        let mut next = start;
-        while next < end {
-            let part = self.read_range(next, end)?;
-            let Some(last) = part.last() else { break };
-            next = last.index() + 1;
-            out.extend(part);
-        }
-        Ok(out)
+        self.read_range(start, end, usize::MAX)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.get_meta(KEY_VOTE)
+        Ok(self.lock()?.vote)
     }
 
     async fn limited_get_log_entries(
@@ -129,7 +133,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.read_range(start, end)
+        self.read_range(start, end, READ_BYTES_MAX)
     }
 }
 
@@ -137,19 +141,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
-        let last = match self.tree.scan_prefix([ENTRY_PREFIX]).next_back() {
-            Some(item) => {
-                let (_, v) = item.map_err(sled_err)?;
-                let entry: Entry = decode(&v)?;
-                Some(entry.log_id())
-            }
-            None => None,
-        };
-        let last_log_id = last.or(last_purged);
+        let log = self.lock()?;
+        let last = log.entries.back().map(|e| e.log_id());
         Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id,
+            last_purged_log_id: log.purged,
+            last_log_id: last.or_else(|| log.purged),
         })
     }
 
@@ -158,22 +154,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.tree
-            .insert(KEY_VOTE, encode(vote)?)
-            .map_err(sled_err)?;
-        self.flush.flush().await
+        let record: Record<()> = Record::Vote {
+            shard: self.shard,
+            vote: *vote,
+        };
+        self.change(Queued::new(self.shard, &record)?, |l| l.vote = Some(*vote))?;
+        self.wal.flush().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not awaited: a later flush covers it, and it is ordered after the entries it names.
-        self.tree
-            .insert(KEY_COMMITTED, encode(&committed)?)
-            .map_err(sled_err)?;
-        Ok(())
+        let record: Record<()> = Record::Committed {
+            shard: self.shard,
+            committed,
+        };
+        self.change(Queued::new(self.shard, &record)?, |l| {
+            l.committed = committed
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(self.lock()?.committed)
     }
 
     async fn append<I>(
@@ -185,43 +185,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // One insert per entry, in index order, not one `apply_batch`: a batch takes sled's
-        // process-wide exclusive lock, which waits for any flush in progress (a flush holds the
-        // shared side while its IO completes), so every append would stall behind the group
-        // commit. Atomicity is not needed: sled recovers a prefix of its log, so a crash leaves
-        // a prefix of these entries, and none of them is acknowledged before the flush below.
-        for entry in entries {
-            self.tree
-                .insert(entry_key(entry.index()), encode(&entry)?)
-                .map_err(sled_err)?;
+        if self.wal.backlogged() {
+            self.wal.flush().await?;
         }
-        self.flush.complete_after_flush(callback).await
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let max_index = entries.last().map(|e| e.index());
+        let record = Record::Append {
+            shard: self.shard,
+            entries: &entries[..],
+        };
+        let mut queued = Queued::new(self.shard, &record)?;
+        queued.max_index = max_index;
+        queued.waiter = Some(Waiter::Log(callback));
+        self.change(queued, |l| l.append(entries))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        let mut batch = sled::Batch::default();
-        // Deleting the whole tail in one atomic batch leaves no hole.
-        for item in self
-            .tree
-            .range(entry_key(from)..=entry_key(u64::MAX))
-            .keys()
-        {
-            batch.remove(item.map_err(sled_err)?);
-        }
-        self.tree.apply_batch(batch).map_err(sled_err)
+        let record: Record<()> = Record::Truncate {
+            shard: self.shard,
+            after: last_log_id,
+        };
+        self.change(Queued::new(self.shard, &record)?, |l| {
+            l.truncate_after(last_log_id.as_ref())
+        })
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_PURGED, encode(&log_id)?);
-        for item in self
-            .tree
-            .range(entry_key(0)..=entry_key(log_id.index()))
-            .keys()
-        {
-            batch.remove(item.map_err(sled_err)?);
-        }
-        self.tree.apply_batch(batch).map_err(sled_err)
+        let record: Record<()> = Record::Purge {
+            shard: self.shard,
+            upto: log_id,
+        };
+        let mut queued = Queued::new(self.shard, &record)?;
+        queued.purged_to = Some(log_id.index());
+        self.change(queued, |l| l.purge(&log_id))
     }
 }

@@ -1,0 +1,851 @@
+//! The node-wide write-ahead log that holds every shard's Raft log, vote and committed id.
+//!
+//! Files: `<dir>/<sequence>.wal` segments, replayed in sequence order at start-up. A record is
+//! `len: u32 LE | xxh3(body): u64 LE | body`, the body a MessagePack [`Record`]. Every shard's
+//! appends, votes, truncations and purges go into one stream, so one `fdatasync` makes all of
+//! them durable (group commit across shards), and no sled lock is ever taken on the Raft path.
+//!
+//! Invariants:
+//! - A shard's in-memory log is changed and its record queued under one lock, so the order of
+//!   records in the stream is the order of the changes; replay rebuilds exactly that state.
+//! - A waiter (an append's `IOFlushed`, a vote's ticket) completes only after the buffer that
+//!   holds its record is written and `fdatasync`ed; a failed write completes it with `Err`
+//!   and every later write fails too (the log is no longer trustworthy).
+//! - Only the tail of the newest segment can be torn (segments are synced before the next one
+//!   is created); replay truncates a torn tail and treats damage anywhere else as corruption.
+//! - A new segment starts with each shard's vote, committed and purged ids, so a segment is
+//!   removable once every entry in it is purged; removal goes oldest first.
+//! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy and
+//!   `--log-keep-entries` bound them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::codec::{decode, encode};
+use crate::storage::flush::FlushObservers;
+use crate::typ::{Entry, LogId, TypeConfig, Vote};
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Bytes queued but not yet written at most; past this, writers wait for a flush first.
+const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+const HEADER_BYTES: usize = 12;
+/// A record body larger than this is damage, not data (entries are capped far below).
+const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// One change to one shard's log, as written to the stream.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Record<E> {
+    Append {
+        shard: u32,
+        entries: E,
+    },
+    Vote {
+        shard: u32,
+        vote: Vote,
+    },
+    Committed {
+        shard: u32,
+        committed: Option<LogId>,
+    },
+    /// Entries after `after` were removed (all of them when `None`).
+    Truncate {
+        shard: u32,
+        after: Option<LogId>,
+    },
+    /// Entries up to and including `upto` were removed; the log now starts after it.
+    Purge {
+        shard: u32,
+        upto: LogId,
+    },
+    /// A shard's metadata at the start of a segment.
+    Checkpoint {
+        shard: u32,
+        vote: Option<Vote>,
+        committed: Option<LogId>,
+        purged: Option<LogId>,
+    },
+}
+
+/// An encoded [`Record`] on its way into the stream.
+pub(crate) struct Queued {
+    pub shard: u32,
+    pub body: Vec<u8>,
+    /// Highest entry index the record appends, if it appends.
+    pub max_index: Option<u64>,
+    /// The purge point, if the record purges.
+    pub purged_to: Option<u64>,
+    /// Completed once the record is durable.
+    pub waiter: Option<Waiter>,
+}
+
+impl Queued {
+    pub fn new<E: Serialize>(shard: u32, record: &Record<E>) -> io::Result<Queued> {
+        Ok(Queued {
+            shard,
+            body: encode(record)?,
+            max_index: None,
+            purged_to: None,
+            waiter: None,
+        })
+    }
+}
+
+/// One shard's Raft log as it stands (entries contiguous by index).
+#[derive(Default)]
+pub struct ShardLog {
+    pub entries: VecDeque<Entry>,
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
+}
+
+impl ShardLog {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index())
+    }
+
+    /// Index of the entry at `index`, if held.
+    pub fn position(&self, index: u64) -> Option<usize> {
+        let first = self.first_index()?;
+        let pos = index.checked_sub(first)? as usize;
+        (pos < self.entries.len()).then_some(pos)
+    }
+
+    pub(crate) fn truncate_after(&mut self, after: Option<&LogId>) {
+        match after {
+            None => self.entries.clear(),
+            Some(l) => {
+                while self.entries.back().is_some_and(|e| e.index() > l.index()) {
+                    self.entries.pop_back();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn purge(&mut self, upto: &LogId) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.index() <= upto.index())
+        {
+            self.entries.pop_front();
+        }
+        if self.purged.as_ref().is_none_or(|p| p < upto) {
+            self.purged = Some(*upto);
+        }
+    }
+
+    /// Appends `entries`, replacing any held entries from the first new index on. A gap before
+    /// them (only possible in replay, after an older segment was removed) drops what came
+    /// before; [`ShardLog::check`] later verifies a purge covers it.
+    pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for entry in entries {
+            let index = entry.index();
+            if self.purged.as_ref().is_some_and(|p| index <= p.index()) {
+                continue;
+            }
+            match self.entries.back().map(|e| e.index()) {
+                Some(last) if index <= last => {
+                    while self.entries.back().is_some_and(|e| e.index() >= index) {
+                        self.entries.pop_back();
+                    }
+                    if self.entries.back().is_some_and(|e| e.index() + 1 != index) {
+                        self.entries.clear();
+                    }
+                }
+                Some(last) if index > last + 1 => self.entries.clear(),
+                _ => {}
+            }
+            self.entries.push_back(entry);
+        }
+    }
+
+    /// After replay: the entries must follow the purged id with no hole.
+    fn check(&self, shard: u32) -> io::Result<()> {
+        if let (Some(first), Some(p)) = (self.first_index(), self.purged.as_ref())
+            && first != p.index() + 1
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "write-ahead log of shard {shard}: entries start at {first} but the log was purged up to {}",
+                    p.index()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) enum Waiter {
+    Log(IOFlushed<TypeConfig>),
+    Ticket(oneshot::Sender<io::Result<()>>),
+}
+
+impl Waiter {
+    fn complete(self, result: &Result<(), String>) {
+        let r = result
+            .clone()
+            .map_err(|e| io::Error::other(format!("write-ahead log write failed: {e}")));
+        match self {
+            Waiter::Log(cb) => cb.io_completed(r),
+            Waiter::Ticket(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+/// Records queued for the next write, with the waiters they carry.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    waiters: Vec<Waiter>,
+    /// Highest entry index per shard among the queued records.
+    max_index: HashMap<u32, u64>,
+    /// Purge points among the queued records, per shard (segments are removed only behind
+    /// purges that are durable).
+    purged_to: HashMap<u32, u64>,
+    closed: bool,
+    /// Set once a write failed; every later operation fails with it.
+    failed: Option<String>,
+}
+
+struct Segment {
+    sequence: u64,
+    path: PathBuf,
+    /// Highest entry index per shard written into this segment.
+    max_index: HashMap<u32, u64>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    shards: Mutex<BTreeMap<u32, Arc<Mutex<ShardLog>>>>,
+    observers: std::sync::OnceLock<FlushObservers>,
+}
+
+/// Handle to the node's write-ahead log. Cheap to clone; the writer thread stops when the last
+/// handle is dropped, after writing what is queued.
+#[derive(Clone)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    _closer: Arc<Closer>,
+}
+
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.0.pending.lock() {
+            p.closed = true;
+        }
+        self.0.wake.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| io::Error::other("write-ahead log lock poisoned"))
+}
+
+fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("{sequence:020}.wal"))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&ringkv_proto::checksum::digest(body).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+/// Reads one framed record at `pos`; `Ok(None)` when the bytes there are not a whole, intact
+/// record (a torn tail, or damage).
+fn read_record(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let header = data.get(pos..pos + HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let sum = u64::from_le_bytes(header[4..].try_into().ok()?);
+    if len > RECORD_BYTES_MAX {
+        return None;
+    }
+    let body = data.get(pos + HEADER_BYTES..pos + HEADER_BYTES + len)?;
+    (ringkv_proto::checksum::digest(body) == sum).then_some((body, pos + HEADER_BYTES + len))
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`: replays every segment, truncates a torn tail,
+    /// starts a new segment and the writer thread.
+    pub fn open(dir: &Path) -> io::Result<Wal> {
+        Self::open_with(dir, SEGMENT_BYTES)
+    }
+
+    /// [`Wal::open`] with segments of `segment_bytes` (tests use small ones).
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> io::Result<Wal> {
+        fs::create_dir_all(dir)?;
+        let mut sequences: Vec<u64> = Vec::new();
+        for item in fs::read_dir(dir)? {
+            let name = item?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse().ok()) {
+                sequences.push(seq);
+            }
+        }
+        sequences.sort_unstable();
+        let mut shards: BTreeMap<u32, ShardLog> = BTreeMap::new();
+        let mut segments = VecDeque::new();
+        for (i, &sequence) in sequences.iter().enumerate() {
+            let path = segment_path(dir, sequence);
+            let last = i + 1 == sequences.len();
+            let max_index = replay_segment(&path, last, &mut shards)?;
+            segments.push_back(Segment {
+                sequence,
+                path,
+                max_index,
+            });
+        }
+        for (shard, log) in &shards {
+            log.check(*shard)?;
+        }
+        let durable_purged: HashMap<u32, u64> = shards
+            .iter()
+            .filter_map(|(k, v)| v.purged.as_ref().map(|p| (*k, p.index())))
+            .collect();
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            shards: Mutex::new(
+                shards
+                    .into_iter()
+                    .map(|(k, v)| (k, Arc::new(Mutex::new(v))))
+                    .collect(),
+            ),
+            observers: std::sync::OnceLock::new(),
+        });
+        let next = sequences.last().map(|s| s + 1).unwrap_or(1);
+        let file = start_segment(&shared, next)?;
+        segments.push_back(Segment {
+            sequence: next,
+            path: segment_path(dir, next),
+            max_index: HashMap::new(),
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            segments,
+            durable_purged,
+            segment_bytes,
+            file_bytes: file.metadata()?.len(),
+            file,
+        };
+        std::thread::Builder::new()
+            .name("ringkv-wal".into())
+            .spawn(move || writer.run())?;
+        Ok(Wal {
+            _closer: Arc::new(Closer(shared.clone())),
+            shared,
+        })
+    }
+
+    /// Starts reporting write timings to `observers` (first call wins).
+    pub fn observe(&self, observers: FlushObservers) {
+        let _ = self.shared.observers.set(observers);
+    }
+
+    /// The in-memory log of `shard` (created empty if the stream never named it).
+    pub fn shard(&self, shard: u32) -> io::Result<Arc<Mutex<ShardLog>>> {
+        Ok(lock(&self.shared.shards)?.entry(shard).or_default().clone())
+    }
+
+    /// Applies `change` to the shard's log and queues `record`, atomically with respect to
+    /// every other change (so the stream order is the change order).
+    pub(crate) fn change(
+        &self,
+        log: &Mutex<ShardLog>,
+        record: Queued,
+        change: impl FnOnce(&mut ShardLog),
+    ) -> io::Result<()> {
+        let mut pending = lock(&self.shared.pending)?;
+        if let Some(e) = &pending.failed {
+            return Err(io::Error::other(format!(
+                "write-ahead log failed earlier: {e}"
+            )));
+        }
+        if pending.closed {
+            return Err(io::Error::other("write-ahead log closed"));
+        }
+        change(&mut *lock(log)?);
+        frame(&mut pending.buf, &record.body);
+        if let Some(i) = record.max_index {
+            let m = pending.max_index.entry(record.shard).or_insert(0);
+            *m = (*m).max(i);
+        }
+        if let Some(i) = record.purged_to {
+            let m = pending.purged_to.entry(record.shard).or_insert(0);
+            *m = (*m).max(i);
+        }
+        // Records nobody waits for (committed, truncate, purge) ride along with the next
+        // waited-for write instead of costing an fsync of their own.
+        let wake = record.waiter.is_some() || pending.buf.len() > PENDING_BYTES_MAX / 2;
+        if let Some(w) = record.waiter {
+            pending.waiters.push(w);
+        }
+        drop(pending);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Whether queued bytes are past the bound (callers then wait for a flush first).
+    pub(crate) fn backlogged(&self) -> bool {
+        self.shared
+            .pending
+            .lock()
+            .map(|p| p.buf.len() > PENDING_BYTES_MAX)
+            .unwrap_or(false)
+    }
+
+    /// Returns once everything queued before this call is durable.
+    pub async fn flush(&self) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending)?;
+            if let Some(e) = &pending.failed {
+                return Err(io::Error::other(format!(
+                    "write-ahead log failed earlier: {e}"
+                )));
+            }
+            pending.waiters.push(Waiter::Ticket(tx));
+        }
+        self.shared.wake.notify_one();
+        rx.await
+            .map_err(|_| io::Error::other("write-ahead log writer stopped"))?
+    }
+}
+
+/// Creates segment `sequence` headed by every shard's metadata, synced with its directory.
+/// Called with no other writer running (at open) or under the pending lock (rotation).
+fn start_segment(shared: &Shared, sequence: u64) -> io::Result<File> {
+    let path = segment_path(&shared.dir, sequence);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
+    let mut head = Vec::new();
+    for (shard, log) in lock(&shared.shards)?.iter() {
+        let log = lock(log)?;
+        let record: Record<()> = Record::Checkpoint {
+            shard: *shard,
+            vote: log.vote,
+            committed: log.committed,
+            purged: log.purged,
+        };
+        frame(&mut head, &encode(&record)?);
+    }
+    file.write_all(&head)?;
+    file.sync_data()?;
+    sync_dir(&shared.dir)?;
+    Ok(file)
+}
+
+/// Whether the bad bytes at `pos` look like a write cut short at the end of the file: a
+/// record whose header or body runs past the end, the very last record failing its checksum,
+/// or nothing but zeroes to the end. Anything else (a bad record followed by more data) is
+/// damage to data that was synced, and is refused rather than cut away.
+fn torn_tail(data: &[u8], pos: usize) -> bool {
+    let rest = &data[pos..];
+    if rest.len() < HEADER_BYTES || rest.iter().all(|b| *b == 0) {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    HEADER_BYTES.saturating_add(len) >= rest.len()
+}
+
+/// Replays one segment into `shards`; returns the highest entry index per shard in it.
+fn replay_segment(
+    path: &Path,
+    last: bool,
+    shards: &mut BTreeMap<u32, ShardLog>,
+) -> io::Result<HashMap<u32, u64>> {
+    let mut data = Vec::new();
+    File::open(path)?.read_to_end(&mut data)?;
+    let mut max_index = HashMap::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let Some((body, next)) = read_record(&data, pos) else {
+            if !last || !torn_tail(&data, pos) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "write-ahead log segment {} is damaged at byte {pos} (not a torn tail); \
+                         this node's Raft log cannot be trusted: start it from an empty data \
+                         directory so it catches up from the others",
+                        path.display()
+                    ),
+                ));
+            }
+            tracing::warn!(segment = %path.display(), at = pos, dropped_bytes = data.len() - pos,
+                "truncating a torn write-ahead log tail (writes never acknowledged)");
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(pos as u64)?;
+            f.sync_all()?;
+            break;
+        };
+        match decode::<Record<Vec<Entry>>>(body)? {
+            Record::Append { shard, entries } => {
+                if let Some(e) = entries.last() {
+                    let m = max_index.entry(shard).or_insert(0);
+                    *m = (*m).max(e.index());
+                }
+                shards.entry(shard).or_default().append(entries);
+            }
+            Record::Vote { shard, vote } => shards.entry(shard).or_default().vote = Some(vote),
+            Record::Committed { shard, committed } => {
+                shards.entry(shard).or_default().committed = committed;
+            }
+            Record::Truncate { shard, after } => {
+                shards
+                    .entry(shard)
+                    .or_default()
+                    .truncate_after(after.as_ref());
+            }
+            Record::Purge { shard, upto } => shards.entry(shard).or_default().purge(&upto),
+            Record::Checkpoint {
+                shard,
+                vote,
+                committed,
+                purged,
+            } => {
+                let log = shards.entry(shard).or_default();
+                if vote.is_some() {
+                    log.vote = vote;
+                }
+                if committed.is_some() {
+                    log.committed = committed;
+                }
+                if let Some(p) = purged {
+                    log.purge(&p);
+                }
+            }
+        }
+        pos = next;
+    }
+    Ok(max_index)
+}
+
+/// Records taken from [`Pending`] for one write.
+struct Batch {
+    buf: Vec<u8>,
+    waiters: Vec<Waiter>,
+    max_index: HashMap<u32, u64>,
+    purged_to: HashMap<u32, u64>,
+}
+
+impl Batch {
+    fn take(p: &mut Pending) -> Batch {
+        Batch {
+            buf: std::mem::take(&mut p.buf),
+            waiters: std::mem::take(&mut p.waiters),
+            max_index: std::mem::take(&mut p.max_index),
+            purged_to: std::mem::take(&mut p.purged_to),
+        }
+    }
+}
+
+fn merge_max(into: &mut HashMap<u32, u64>, from: HashMap<u32, u64>) {
+    for (k, v) in from {
+        let m = into.entry(k).or_insert(0);
+        *m = (*m).max(v);
+    }
+}
+
+/// The writer thread: writes queued records, syncs, completes waiters, rotates and removes
+/// segments.
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    segments: VecDeque<Segment>,
+    /// Per shard, the highest purge point whose record is durable.
+    durable_purged: HashMap<u32, u64>,
+    segment_bytes: u64,
+    /// Bytes in the current segment.
+    file_bytes: u64,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let batch = {
+                let Ok(mut p) = self.shared.pending.lock() else {
+                    return;
+                };
+                while p.waiters.is_empty() && p.buf.len() <= PENDING_BYTES_MAX / 2 && !p.closed {
+                    p = match self.shared.wake.wait(p) {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                }
+                if p.closed && p.buf.is_empty() && p.waiters.is_empty() {
+                    return;
+                }
+                Batch::take(&mut p)
+            };
+            // Waiters complete after segment upkeep, so whoever waited sees its effects.
+            let (result, waiters) = self.write_out(batch);
+            let result = result.and_then(|_| self.maintain());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "write-ahead log write failed: the Raft log is no longer durable");
+                if let Ok(mut p) = self.shared.pending.lock() {
+                    p.failed = Some(e.to_string());
+                }
+            }
+            let outcome = result.map_err(|e| e.to_string());
+            for w in waiters {
+                w.complete(&outcome);
+            }
+        }
+    }
+
+    /// Writes and syncs one batch into the current segment; returns its waiters, to be
+    /// completed with the outcome.
+    fn write_out(&mut self, batch: Batch) -> (io::Result<()>, Vec<Waiter>) {
+        let started = Instant::now();
+        let result = if batch.buf.is_empty() {
+            Ok(())
+        } else {
+            self.file
+                .write_all(&batch.buf)
+                .and_then(|_| self.file.sync_data())
+        };
+        if let Some(o) = self.shared.observers.get() {
+            o.flush_seconds.observe(started.elapsed().as_secs_f64());
+            o.waiters_per_flush.observe(batch.waiters.len() as f64);
+        }
+        if result.is_ok() {
+            self.file_bytes += batch.buf.len() as u64;
+            if let Some(seg) = self.segments.back_mut() {
+                merge_max(&mut seg.max_index, batch.max_index);
+            }
+            merge_max(&mut self.durable_purged, batch.purged_to);
+        }
+        (result, batch.waiters)
+    }
+
+    /// Starts a new segment when the current one is full; removes segments whose entries are
+    /// all behind durable purges, oldest first.
+    fn maintain(&mut self) -> io::Result<()> {
+        if self.file_bytes >= self.segment_bytes {
+            let next = self.segments.back().map(|s| s.sequence + 1).unwrap_or(1);
+            // Under the pending lock, with everything queued written into the old segment
+            // first: the new head's metadata then describes exactly the stream before it (a
+            // durable `committed` never names entries that are not durable).
+            let shared = self.shared.clone();
+            let mut pending = lock(&shared.pending)?;
+            let batch = Batch::take(&mut pending);
+            let (result, waiters) = self.write_out(batch);
+            let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            for w in waiters {
+                w.complete(&outcome);
+            }
+            result?;
+            self.file = start_segment(&self.shared, next)?;
+            self.file_bytes = self.file.metadata()?.len();
+            drop(pending);
+            self.segments.push_back(Segment {
+                sequence: next,
+                path: segment_path(&self.shared.dir, next),
+                max_index: HashMap::new(),
+            });
+        }
+        while self.segments.len() > 1 {
+            let Some(oldest) = self.segments.front() else {
+                break;
+            };
+            let removable = oldest.max_index.iter().all(|(shard, max)| {
+                self.durable_purged
+                    .get(shard)
+                    .is_some_and(|purged| purged >= max)
+            });
+            if !removable {
+                break;
+            }
+            // A segment that cannot be removed now is retried after the next write.
+            if let Err(e) = fs::remove_file(&oldest.path) {
+                tracing::warn!(segment = %oldest.path.display(), error = %e, "cannot remove a purged write-ahead log segment");
+                break;
+            }
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::log_store::LogStore;
+    use crate::typ::TypeConfig;
+    use openraft::RaftLogReader;
+    use openraft::storage::RaftLogStorage;
+    use openraft::type_config::TypeConfigExt;
+
+    fn entry(term: u64, index: u64) -> Entry {
+        openraft::testing::blank_ent::<TypeConfig>(term, 1, index)
+    }
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(term, 1, index)
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) -> io::Result<()> {
+        let (tx, rx) = TypeConfig::oneshot();
+        let cb = IOFlushed::<TypeConfig>::signal(tx);
+        store.append(entries, cb).await?;
+        rx.await.map_err(io::Error::other)?
+    }
+
+    async fn indexes(store: &mut LogStore) -> io::Result<Vec<u64>> {
+        Ok(store
+            .try_get_log_entries(0..u64::MAX)
+            .await?
+            .iter()
+            .map(|e| e.index())
+            .collect())
+    }
+
+    fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    }
+
+    #[tokio::test]
+    async fn replay_rebuilds_entries_vote_committed_truncation_and_purge() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let wal = Wal::open(dir.path())?;
+            let mut a = LogStore::open(&wal, 0)?;
+            let mut b = LogStore::open(&wal, 7)?;
+            append(&mut a, (1..=10).map(|i| entry(1, i)).collect()).await?;
+            append(&mut b, (1..=3).map(|i| entry(2, i)).collect()).await?;
+            a.truncate_after(Some(log_id(1, 8))).await?;
+            append(&mut a, vec![entry(3, 9)]).await?;
+            a.purge(log_id(1, 4)).await?;
+            a.save_committed(Some(log_id(3, 9))).await?;
+            b.save_vote(&Vote::new(5, 2)).await?;
+        }
+        let wal = Wal::open(dir.path())?;
+        let mut a = LogStore::open(&wal, 0)?;
+        let mut b = LogStore::open(&wal, 7)?;
+        assert_eq!(indexes(&mut a).await?, (5..=9).collect::<Vec<_>>());
+        let state = a.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 4)));
+        assert_eq!(state.last_log_id, Some(log_id(3, 9)));
+        assert_eq!(a.read_committed().await?, Some(log_id(3, 9)));
+        assert_eq!(indexes(&mut b).await?, vec![1, 2, 3]);
+        assert_eq!(b.read_vote().await?, Some(Vote::new(5, 2)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_everything_before_it_kept() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let wal = Wal::open(dir.path())?;
+            let mut a = LogStore::open(&wal, 0)?;
+            append(&mut a, (1..=5).map(|i| entry(1, i)).collect()).await?;
+        }
+        // A record cut short by a crash, after the good ones.
+        let last = segments(dir.path())?.pop().ok_or(io::ErrorKind::NotFound)?;
+        let mut torn = Vec::new();
+        frame(&mut torn, b"0123456789");
+        torn.truncate(torn.len() - 3);
+        OpenOptions::new()
+            .append(true)
+            .open(&last)?
+            .write_all(&torn)?;
+        let len_before = fs::metadata(&last)?.len();
+        {
+            let wal = Wal::open(dir.path())?;
+            let mut a = LogStore::open(&wal, 0)?;
+            assert_eq!(indexes(&mut a).await?, vec![1, 2, 3, 4, 5]);
+        }
+        assert_eq!(fs::metadata(&last)?.len(), len_before - torn.len() as u64);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn damage_before_the_newest_segment_is_refused() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let wal = Wal::open(dir.path())?;
+            let mut a = LogStore::open(&wal, 0)?;
+            append(&mut a, (1..=5).map(|i| entry(1, i)).collect()).await?;
+            append(&mut a, (6..=7).map(|i| entry(1, i)).collect()).await?;
+        }
+        // Damage in the middle of the newest segment (good records after it): refused.
+        let first = segments(dir.path())?
+            .into_iter()
+            .find(|p| fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+            .ok_or(io::ErrorKind::NotFound)?;
+        let good = fs::read(&first)?;
+        let mut bytes = good.clone();
+        bytes[HEADER_BYTES + 1] ^= 0xff;
+        fs::write(&first, &bytes)?;
+        let err = Wal::open(dir.path()).err().ok_or(io::ErrorKind::Other)?;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // Damage at the very end of a segment that is no longer the newest: refused too.
+        fs::write(&first, &good)?;
+        drop(Wal::open(dir.path())?);
+        let mut bytes = good;
+        let n = bytes.len();
+        bytes[n - 2] ^= 0xff;
+        fs::write(&first, bytes)?;
+        let err = Wal::open(dir.path()).err().ok_or(io::ErrorKind::Other)?;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn full_segments_rotate_and_purged_ones_are_removed() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        {
+            let wal = Wal::open_with(dir.path(), 512)?;
+            let mut a = LogStore::open(&wal, 0)?;
+            let mut b = LogStore::open(&wal, 1)?;
+            b.save_vote(&Vote::new(3, 1)).await?;
+            for i in 1..=200 {
+                append(&mut a, vec![entry(1, i)]).await?;
+            }
+            assert!(segments(dir.path())?.len() > 3, "segments rotate");
+            a.purge(log_id(1, 150)).await?;
+            // One more durable write lets the writer act on the now-durable purge.
+            append(&mut a, vec![entry(1, 201)]).await?;
+            let left = segments(dir.path())?.len();
+            assert!(left < 10, "purged segments are removed ({left} left)");
+        }
+        let wal = Wal::open_with(dir.path(), 512)?;
+        let mut a = LogStore::open(&wal, 0)?;
+        let mut b = LogStore::open(&wal, 1)?;
+        assert_eq!(indexes(&mut a).await?, (151..=201).collect::<Vec<_>>());
+        assert_eq!(b.read_vote().await?, Some(Vote::new(3, 1)));
+        Ok(())
+    }
+}
