@@ -259,8 +259,8 @@ impl Metrics {
         }
     }
 
-    pub fn flush_observers(&self) -> crate::storage::flush::FlushObservers {
-        crate::storage::flush::FlushObservers {
+    pub fn flush_observers(&self) -> crate::storage::wal::FlushObservers {
+        crate::storage::wal::FlushObservers {
             flush_seconds: self.flush_seconds.clone(),
             waiters_per_flush: self.waiters_per_flush.clone(),
         }

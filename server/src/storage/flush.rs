@@ -16,8 +16,7 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use openraft::storage::IOFlushed;
 use tokio::sync::{mpsc, oneshot};
@@ -32,20 +31,10 @@ enum Waiter {
     Ticket(oneshot::Sender<io::Result<()>>),
 }
 
-/// Where the flush thread reports each group commit (the node's metrics).
-#[derive(Clone)]
-pub struct FlushObservers {
-    /// Seconds of one `Db::flush` plus `sync_data`.
-    pub flush_seconds: prometheus::Histogram,
-    /// Waiters (appends, votes, tickets) one flush completed.
-    pub waiters_per_flush: prometheus::Histogram,
-}
-
 /// Handle to the node's flush thread. Cheap to clone.
 #[derive(Clone)]
 pub struct FlushCoordinator {
     tx: mpsc::Sender<Waiter>,
-    observers: Arc<OnceLock<FlushObservers>>,
 }
 
 impl FlushCoordinator {
@@ -55,8 +44,6 @@ impl FlushCoordinator {
         // descriptor of the inode.
         let log_file = Arc::new(File::open(db_dir.join("db"))?);
         let (tx, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
-        let observers: Arc<OnceLock<FlushObservers>> = Arc::default();
-        let observed = observers.clone();
         std::thread::Builder::new()
             .name("ringkv-flush".into())
             .spawn(move || {
@@ -69,15 +56,10 @@ impl FlushCoordinator {
                             Err(_) => break,
                         }
                     }
-                    let started = Instant::now();
                     let result = db
                         .flush()
                         .map_err(io::Error::other)
                         .and_then(|_| log_file.sync_data());
-                    if let Some(o) = observed.get() {
-                        o.flush_seconds.observe(started.elapsed().as_secs_f64());
-                        o.waiters_per_flush.observe(batch.len() as f64);
-                    }
                     let err = result.as_ref().err().map(|e| e.to_string());
                     if let Some(e) = &err {
                         tracing::error!(error = %e, "flush failed: storage is no longer durable");
@@ -96,12 +78,7 @@ impl FlushCoordinator {
                     }
                 }
             })?;
-        Ok(FlushCoordinator { tx, observers })
-    }
-
-    /// Starts reporting flush timings to `observers` (first call wins).
-    pub fn observe(&self, observers: FlushObservers) {
-        let _ = self.observers.set(observers);
+        Ok(FlushCoordinator { tx })
     }
 
     /// Completes `callback` after a flush covering everything written before this call.

@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::codec::{decode, encode};
-use crate::storage::flush::FlushObservers;
 use crate::typ::{Entry, LogId, TypeConfig, Vote};
 
 /// A segment is closed and a new one started past this size.
@@ -74,6 +73,15 @@ pub(crate) enum Record<E> {
         committed: Option<LogId>,
         purged: Option<LogId>,
     },
+}
+
+/// Where the writer thread reports each group commit (the node's metrics).
+#[derive(Clone)]
+pub struct FlushObservers {
+    /// Seconds of one write plus `fdatasync`.
+    pub flush_seconds: prometheus::Histogram,
+    /// Waiters (appends, votes, tickets) one group commit completed.
+    pub waiters_per_flush: prometheus::Histogram,
 }
 
 /// An encoded [`Record`] on its way into the stream.
@@ -391,12 +399,10 @@ impl Wal {
         change(&mut *lock(log)?);
         frame(&mut pending.buf, &record.body);
         if let Some(i) = record.max_index {
-            let m = pending.max_index.entry(record.shard).or_insert(0);
-            *m = (*m).max(i);
+            merge_max(&mut pending.max_index, [(record.shard, i)]);
         }
         if let Some(i) = record.purged_to {
-            let m = pending.purged_to.entry(record.shard).or_insert(0);
-            *m = (*m).max(i);
+            merge_max(&mut pending.purged_to, [(record.shard, i)]);
         }
         // Records nobody waits for (committed, truncate, purge) ride along with the next
         // waited-for write instead of costing an fsync of their own.
@@ -509,8 +515,7 @@ fn replay_segment(
         match decode::<Record<Vec<Entry>>>(body)? {
             Record::Append { shard, entries } => {
                 if let Some(e) = entries.last() {
-                    let m = max_index.entry(shard).or_insert(0);
-                    *m = (*m).max(e.index());
+                    merge_max(&mut max_index, [(shard, e.index())]);
                 }
                 shards.entry(shard).or_default().append(entries);
             }
@@ -567,7 +572,7 @@ impl Batch {
     }
 }
 
-fn merge_max(into: &mut HashMap<u32, u64>, from: HashMap<u32, u64>) {
+fn merge_max(into: &mut HashMap<u32, u64>, from: impl IntoIterator<Item = (u32, u64)>) {
     for (k, v) in from {
         let m = into.entry(k).or_insert(0);
         *m = (*m).max(v);
