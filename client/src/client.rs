@@ -131,7 +131,7 @@ pub struct Client {
 
 /// How one failed attempt bears on the request.
 pub(crate) enum Failure {
-    /// Retry at this address right away.
+    /// Retry at this address: right away, or after a pause if this request already tried it.
     Redirect(String),
     /// Certainly not executed; retry after a pause, elsewhere.
     Definite(String),
@@ -367,6 +367,8 @@ impl Client {
         let mut last = String::from("no attempt made");
         let mut backoff = Duration::from_millis(20);
         let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // Nodes this request has already been sent to (for spotting redirect loops).
+        let mut tried: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut target = self
             .leader_of(shard)
             .filter(|l| !self.is_suspect(l))
@@ -380,6 +382,7 @@ impl Client {
                 break;
             }
             let budget = opts.attempt_timeout.min(deadline - now);
+            tried.insert(target.clone());
             let client = self.kv(&target)?;
             // Whether the node itself failed (no answer, a transport error, or shutting down),
             // as opposed to answering with a RingKV error such as "no leader yet".
@@ -426,6 +429,14 @@ impl Client {
                 Failure::Redirect(addr) => {
                     last = format!("redirected to {addr}");
                     self.set_leader(shard, Some(addr.clone()));
+                    // Back to a node already tried: the nodes disagree on the leader (a transfer
+                    // or election is under way) and point at each other. Follow, but only after a
+                    // pause, so the loop waits out the handover instead of using up the attempts.
+                    if tried.contains(&addr) {
+                        let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                        tokio::time::sleep(pause).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(1000));
+                    }
                     target = addr;
                     continue;
                 }

@@ -172,6 +172,106 @@ async fn starts_spreads_leaders_places_keys_evenly_and_serves_through_any_node()
     assert_eq!(keys, want);
 }
 
+/// Leadership moves while readers and writers run without pause: the client follows each move,
+/// so not one request may fail. The moves are the balancer's transfers right after start-up and
+/// back to a restarted node (killed and failed over with the load stopped first). A transfer is
+/// the moment nodes briefly disagree on the leader and redirect to each other; a client that
+/// followed such redirects without pausing used up its attempts in milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_transfers_under_load_fail_no_request() {
+    let mut cluster = Cluster::start(3, SHARDS);
+    let mut moved_total = 0;
+    for round in 0..3u64 {
+        let before = cluster
+            .wait_for_leaders(Duration::from_secs(20))
+            .await
+            .expect("leaders");
+        let (moved, ok, errors) = load_until_spread(&cluster, &before).await;
+        eprintln!("round {round}: {moved} leaders moved; {ok} requests succeeded");
+        if !errors.is_empty() {
+            cluster.dump_logs();
+        }
+        assert!(
+            errors.is_empty(),
+            "round {round}: {} requests failed during leader transfers, e.g. {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        moved_total += moved;
+        if round == 2 {
+            break;
+        }
+        // The next round's moves: one node dies (the load is stopped), the others take over its
+        // shards, and once it is back the balancer hands them back to it under load.
+        let victim = round + 2;
+        cluster.kill(victim);
+        cluster
+            .wait_for_leaders(Duration::from_secs(20))
+            .await
+            .expect("failover");
+        cluster.restart(victim);
+    }
+    assert!(
+        moved_total > 0,
+        "no leader moved, so the test exercised nothing"
+    );
+}
+
+/// Runs 12 request loops (a third writing) until leaders are spread, plus half a second.
+/// Returns how many shards changed leader, the successes, and the failures.
+async fn load_until_spread(cluster: &Cluster, before: &[u64]) -> (usize, u64, Vec<String>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let client = cluster.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..12usize {
+        let (client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            // Bounded: the load ends on `stop` or after this many requests.
+            for n in 0..50_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = (t * 7_919 + n * 13) % 400;
+                let r = if t % 3 == 0 {
+                    client.put(key(i), value(i)).await.map(|_| ())
+                } else {
+                    client
+                        .get(key(i), ReadConsistency::Linearizable)
+                        .await
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => errors.push(format!("{}: {e}", key(i))),
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    wait_for_spread(cluster).await;
+    let after = cluster
+        .wait_for_leaders(Duration::from_secs(10))
+        .await
+        .expect("leaders after spreading");
+    // Keep the load on a little past the last transfer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut errors) = (0u64, Vec::new());
+    for task in tasks {
+        let (o, e) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("load task ends within its request deadline")
+            .expect("load task");
+        ok += o;
+        errors.extend(e);
+    }
+    let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+    (moved, ok, errors)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_of_the_busiest_leader_fails_over_and_the_node_catches_up() {
     let mut cluster = Cluster::start(3, SHARDS);

@@ -1,0 +1,136 @@
+//! The client's retry loop against two fake nodes that redirect to each other, as real nodes do
+//! for a moment while a shard's leadership moves (each still names the other as leader). The
+//! fakes are pure logic on real loopback sockets; the client under test is the real one.
+//!
+//! A client that followed such redirects without pausing spent all its attempts within
+//! milliseconds and failed the request although the handover ended shortly after.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ringkv_client::{Client, ClientOptions, ReadConsistency};
+use ringkv_proto::meta;
+use ringkv_proto::pb::kv_server::{Kv, KvServer};
+use ringkv_proto::pb::{
+    CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetRequest,
+    GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// A node that, until `handover_ends`, redirects every request to `peer`; afterwards it
+/// serves (when `serves_after_handover`) or keeps redirecting.
+struct FakeNode {
+    peer: Arc<OnceLock<String>>,
+    handover_ends: Instant,
+    serves_after_handover: bool,
+}
+
+impl FakeNode {
+    fn check(&self) -> Result<(), Status> {
+        if self.serves_after_handover && Instant::now() >= self.handover_ends {
+            return Ok(());
+        }
+        let mut s = Status::failed_precondition("not the leader of shard 0");
+        let peer = self.peer.get().cloned().unwrap_or_default();
+        let md = s.metadata_mut();
+        md.insert(
+            meta::ERROR_KIND,
+            meta::KIND_NOT_LEADER.parse().expect("ascii"),
+        );
+        md.insert(meta::LEADER_ADDR, peer.parse().expect("ascii"));
+        Err(s)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for FakeNode {
+    async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.check()?;
+        Ok(Response::new(GetResponse {
+            found: true,
+            value: "v".into(),
+            version: 7,
+        }))
+    }
+    async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.check()?;
+        Ok(Response::new(PutResponse { version: 8 }))
+    }
+    async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn compare_and_swap(
+        &self,
+        _: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// Starts nodes A and B on free loopback ports; A serves after `handover`, B never does.
+/// Returns A's address (the client's only endpoint).
+fn start_pair(handover: Duration) -> String {
+    let handover_ends = Instant::now() + handover;
+    let (a_peer, b_peer): (Arc<OnceLock<String>>, Arc<OnceLock<String>>) =
+        (Arc::default(), Arc::default());
+    let mut addrs = Vec::new();
+    for (peer, serves) in [(&a_peer, true), (&b_peer, false)] {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        addrs.push(incoming.local_addr().expect("local addr").to_string());
+        let node = FakeNode {
+            peer: Arc::clone(peer),
+            handover_ends,
+            serves_after_handover: serves,
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KvServer::new(node))
+                .serve_with_incoming(incoming),
+        );
+    }
+    a_peer.set(addrs[1].clone()).expect("set once");
+    b_peer.set(addrs[0].clone()).expect("set once");
+    addrs[0].clone()
+}
+
+#[tokio::test]
+async fn a_redirect_loop_during_a_leader_handover_is_waited_out() {
+    let a = start_pair(Duration::from_millis(400));
+    let client = Client::new(ClientOptions::new(vec![a])).expect("client");
+    let started = Instant::now();
+    let got = client
+        .get("k", ReadConsistency::Linearizable)
+        .await
+        .expect("the read succeeds once the handover ends");
+    assert_eq!(got.map(|v| v.version), Some(7));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let version = client
+        .put("k", "v")
+        .await
+        .expect("a write succeeds too (the handover is over)");
+    assert_eq!(version, 8);
+}
+
+#[tokio::test]
+async fn an_endless_redirect_loop_ends_within_the_request_timeout() {
+    let a = start_pair(Duration::from_secs(3600));
+    let mut opts = ClientOptions::new(vec![a]);
+    opts.request_timeout = Duration::from_secs(2);
+    let client = Client::new(opts).expect("client");
+    let started = Instant::now();
+    let err = client
+        .get("k", ReadConsistency::Linearizable)
+        .await
+        .expect_err("nobody ever serves");
+    assert!(err.to_string().contains("redirected"), "{err}");
+    // Bounded by the request timeout (plus one attempt's slack), not by luck.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
