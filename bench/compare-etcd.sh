@@ -8,12 +8,16 @@
 # Writes bench/results/compare-etcd.md (medians over rounds, ratios, the exact commands),
 # bench/results/compare-etcd.jsonl (every run's full report) and two SVG charts.
 #
-# Usage: bench/compare-etcd.sh            (ROUNDS=3 DURATION=10 KEYS=100000 VALUE=256 CLIENTS=256)
+# Usage: bench/compare-etcd.sh   (ROUNDS=3 DURATION=10 KEYS=100000 VALUE=256 CLIENTS=256
+#                                 RSS_KEYS=1000000)
 # Installs Debian's etcd-server when etcd is missing (needs root). Every process it starts is
 # stopped by PID on exit; every run is bounded in requests and seconds.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
+# Issue 7's memory target: resident memory per node after loading RSS_KEYS keys of VALUE bytes
+# (fresh cluster of each system, once each after the rounds; 0 skips it).
+RSS_KEYS=${RSS_KEYS:-1000000}
 DURATION=${DURATION:-10}
 KEYS=${KEYS:-100000}
 VALUE=${VALUE:-256}
@@ -59,6 +63,24 @@ rss_kib() { # sum of VmRSS of the current PIDS
         total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
     done
     echo "$total"
+}
+
+rss_kib_per_node() { # JSON list of each current PID's VmRSS
+    local list="" p
+    for p in "${PIDS[@]}"; do
+        list+="$(awk '/VmRSS/ {print $2}' "/proc/$p/status"),"
+    done
+    echo "[${list%,}]"
+}
+
+# Loads RSS_KEYS fresh keys (every one verified afterwards), lets the nodes settle, and records
+# each node's resident memory.
+rss_after_load() {
+    KEYS=$RSS_KEYS bench "put-$CLIENTS-load-$RSS_KEYS" --op put --clients "$CLIENTS" \
+        --requests "$RSS_KEYS" --key-dist sequential --duration-secs 900 --verify
+    sleep 5
+    echo "{\"round\": $ROUND, \"system\": \"$TARGET\", \"case\": \"rss-node\", \"keys\": $RSS_KEYS, \"rss_kib\": $(rss_kib_per_node)}" \
+        >>"$OUT/compare-etcd.jsonl"
 }
 
 start_etcd() {
@@ -137,7 +159,12 @@ for ROUND in $(seq 1 "$ROUNDS"); do
     start_etcd "$ROUND"; grid; stop_all
     start_ringkv "$ROUND"; grid; stop_all
 done
+if [ "$RSS_KEYS" -gt 0 ]; then
+    ROUND=1
+    start_etcd rss; rss_after_load; stop_all
+    start_ringkv rss; rss_after_load; stop_all
+fi
 
 python3 "$ROOT/bench/summarize.py" "$OUT/compare-etcd.jsonl" "$OUT" \
-    "ROUNDS=$ROUNDS DURATION=$DURATION KEYS=$KEYS VALUE=$VALUE CLIENTS=$CLIENTS bench/compare-etcd.sh"
+    "ROUNDS=$ROUNDS DURATION=$DURATION KEYS=$KEYS VALUE=$VALUE CLIENTS=$CLIENTS RSS_KEYS=$RSS_KEYS bench/compare-etcd.sh"
 echo "wrote $OUT/compare-etcd.md"

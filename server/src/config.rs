@@ -75,8 +75,8 @@ pub struct NodeArgs {
     pub value_bytes_max: usize,
     #[arg(long, default_value_t = 1_048_576)]
     pub request_bytes_max: usize,
-    /// sled page cache size.
-    #[arg(long, default_value_t = 512)]
+    /// sled's cache of hot pages, in MiB; colder pages are read through the OS page cache.
+    #[arg(long, default_value_t = 128)]
     pub cache_mb: u64,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
