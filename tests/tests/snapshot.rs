@@ -188,10 +188,25 @@ async fn a_node_that_missed_the_retained_log_catches_up_by_snapshot() {
         .expect("leaders");
     let client = cluster.client();
     write_range(&client, 0..1_000).await;
+    let behind: Vec<u64> = shard_gauge(&cluster, 3, "ringkv_shard_last_log_index")
+        .await
+        .into_iter()
+        .map(|v| v as u64)
+        .collect();
     let status = cluster.stop(3);
     assert!(status.success(), "node 3 exited with {status}");
-    // 20,000 writes ≈ 2,500 per shard: more than the 1,000 entries kept behind a snapshot.
-    write_range(&client, 1_000..21_000).await;
+    // Write until every shard's leader has purged the entries node 3 would need next (keys
+    // spread unevenly, so a fixed count left the smallest shard short now and then).
+    let mut written = 1_000;
+    while !purged_past(&cluster, &behind).await {
+        assert!(
+            written < 61_000,
+            "leaders have not purged past node 3's logs {behind:?} after {written} writes"
+        );
+        write_range(&client, written..written + 4_000).await;
+        written += 4_000;
+    }
+    eprintln!("{written} keys written before every leader purged past node 3's logs");
     cluster.restart(3);
     cluster
         .wait_for_leaders(Duration::from_secs(15))
@@ -211,7 +226,7 @@ async fn a_node_that_missed_the_retained_log_catches_up_by_snapshot() {
     );
     check_range(
         &cluster.client_of(3),
-        0..21_000,
+        0..written,
         ReadConsistency::Serializable,
     )
     .await;
