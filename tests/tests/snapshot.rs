@@ -188,24 +188,12 @@ async fn a_node_that_missed_the_retained_log_catches_up_by_snapshot() {
         .expect("leaders");
     let client = cluster.client();
     write_range(&client, 0..1_000).await;
-    let behind: Vec<u64> = shard_gauge(&cluster, 3, "ringkv_shard_last_log_index")
-        .await
-        .into_iter()
-        .map(|v| v as u64)
-        .collect();
+    let behind = last_log_indexes(&cluster, 3).await;
     let status = cluster.stop(3);
     assert!(status.success(), "node 3 exited with {status}");
     // Write until every shard's leader has purged the entries node 3 would need next (keys
     // spread unevenly, so a fixed count left the smallest shard short now and then).
-    let mut written = 1_000;
-    while !purged_past(&cluster, &behind).await {
-        assert!(
-            written < 61_000,
-            "leaders have not purged past node 3's logs {behind:?} after {written} writes"
-        );
-        write_range(&client, written..written + 4_000).await;
-        written += 4_000;
-    }
+    let written = write_until_purged_past(&cluster, &client, &behind, 1_000, 4_000, 15).await;
     eprintln!("{written} keys written before every leader purged past node 3's logs");
     cluster.restart(3);
     cluster
@@ -230,6 +218,40 @@ async fn a_node_that_missed_the_retained_log_catches_up_by_snapshot() {
         ReadConsistency::Serializable,
     )
     .await;
+}
+
+/// Each shard's last log index on node `id`.
+async fn last_log_indexes(cluster: &Cluster, id: u64) -> Vec<u64> {
+    cluster.statuses().await[&id]
+        .as_ref()
+        .expect("node status")
+        .shards
+        .iter()
+        .map(|sh| sh.last_log_index)
+        .collect()
+}
+
+/// Writes keys from `written` on, `batch` at a time and at most `batches_max` batches, until
+/// every shard's leader has purged its log beyond `behind[shard]`; returns the next key.
+async fn write_until_purged_past(
+    cluster: &Cluster,
+    client: &Client,
+    behind: &[u64],
+    mut written: usize,
+    batch: usize,
+    batches_max: usize,
+) -> usize {
+    let mut batches = 0;
+    while !purged_past(cluster, behind).await {
+        assert!(
+            batches < batches_max,
+            "leaders have not purged past {behind:?} after {written} writes"
+        );
+        write_range(client, written..written + batch).await;
+        written += batch;
+        batches += 1;
+    }
+    written
 }
 
 /// True when, for every shard, its leader has purged its log beyond `behind[shard]`.
@@ -274,14 +296,7 @@ async fn sigkill_during_snapshot_install_always_recovers() {
     let mut written = 0;
     let mut killed_mid_transfer = 0;
     for round in 0..ROUNDS {
-        let before = cluster.statuses().await;
-        let behind: Vec<u64> = before[&3]
-            .as_ref()
-            .expect("node 3 status")
-            .shards
-            .iter()
-            .map(|sh| sh.last_log_index)
-            .collect();
+        let behind = last_log_indexes(&cluster, 3).await;
         let status = cluster.stop(3);
         assert!(
             status.success(),
@@ -291,16 +306,7 @@ async fn sigkill_during_snapshot_install_always_recovers() {
         written += PER_ROUND;
         // Every shard's leader must have purged past node 3's log, so nothing but a snapshot
         // can catch it up; keep writing (bounded) until they have.
-        let mut extra_batches = 0;
-        while !purged_past(&cluster, &behind).await {
-            assert!(
-                extra_batches < 10,
-                "round {round}: leaders never purged past {behind:?}"
-            );
-            write_range(&client, written..written + 500).await;
-            written += 500;
-            extra_batches += 1;
-        }
+        written = write_until_purged_past(&cluster, &client, &behind, written, 500, 10).await;
         let seen_before = std::fs::read_to_string(&log_path)
             .unwrap_or_default()
             .matches("snapshot received")
