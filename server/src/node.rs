@@ -66,6 +66,11 @@ fn raft_config(cfg: &Config) -> anyhow::Result<Arc<openraft::Config>> {
         // A follower that acknowledged an append within one heartbeat interval needs no
         // heartbeat: under write load this removes most heartbeat RPCs.
         heartbeat_min_interval: Some(cfg.heartbeat_interval_ms),
+        // A restarted leader must win an election (and commit a blank entry of its new term)
+        // before it serves reads: the state machine and the committed index are not synced on
+        // every apply, so a leader that resumed its old term could answer a linearizable read
+        // before re-applying writes it had acknowledged (a lost write to the reader).
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     Ok(Arc::new(c.validate().context("raft configuration")?))
