@@ -30,6 +30,7 @@ pub struct Metrics {
     proposal_seconds: Histogram,
     read_barrier_seconds: Histogram,
     apply_batch_seconds: Histogram,
+    buffer_flush_seconds: Histogram,
     snapshot_build_seconds: Histogram,
     flush_seconds: Histogram,
     waiters_per_flush: Histogram,
@@ -106,7 +107,14 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(latency(
                     "ringkv_apply_batch_duration_seconds",
-                    "Time to apply one batch of committed entries to a shard's state machine (execute + sled write).",
+                    "Time to apply one batch of committed entries to a shard's state machine (execute into its write buffer).",
+                ))?,
+            )?,
+            buffer_flush_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_state_machine_flush_duration_seconds",
+                    "Time to write one frozen layer of a shard's write buffer to sled (in the background; apply waits only if the next layer fills first).",
                 ))?,
             )?,
             snapshot_build_seconds: register(
@@ -255,6 +263,7 @@ impl Metrics {
     pub fn state_machine_observers(&self) -> crate::shard::state_machine::Observers {
         crate::shard::state_machine::Observers {
             apply_batch_seconds: self.apply_batch_seconds.clone(),
+            buffer_flush_seconds: self.buffer_flush_seconds.clone(),
             snapshot_build_seconds: self.snapshot_build_seconds.clone(),
         }
     }

@@ -283,6 +283,11 @@ pub async fn run(
     for shard in shards.iter() {
         if let Err(e) = shard.raft.shutdown().await {
             tracing::warn!(shard = shard.id, error = %e, "raft shutdown failed");
+            continue;
+        }
+        // Not needed for safety (a restart re-applies from the log), only for a quicker one.
+        if let Err(e) = shard.sm.drain_buffer().await {
+            tracing::warn!(shard = shard.id, error = %e, "writing buffered state failed");
         }
     }
     wal.flush().await.context("final write-ahead log sync")?;

@@ -1,7 +1,7 @@
-//! Deterministic command execution over a write overlay.
+//! Deterministic command execution over staged writes.
 //!
-//! [`ApplyBatch`] stages one apply call's writes in a sled batch while letting later commands
-//! of the same batch read them (an overlay over the tree). [`apply_command`] executes one
+//! [`ApplyBatch`] stages one apply call's writes while letting later commands of the same call
+//! read them, over the shard's write buffer and sled tree (see [`crate::shard::buffer`]). [`apply_command`] executes one
 //! [`Command`]: at-most-once deduplication by `(client_id, sequence)`, the mutation, and the
 //! expiry of idle clients' records.
 //!
@@ -18,11 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::ops::Bound;
 
 use bytes::Bytes;
 
 use crate::codec::{decode, encode};
+use crate::shard::buffer::{Layer, WriteBuffer};
 use crate::shard::command::{Command, CommandResponse, Expected, Op, Versioned};
 
 pub const KEY_APPLIED: &[u8] = b"m:applied";
@@ -115,23 +115,29 @@ fn pair_bytes(a: u64, b: u64) -> [u8; 16] {
     out
 }
 
-/// One apply call's staged writes, readable by later commands of the same call.
+/// One apply call's staged writes, readable by later commands of the same call, over the
+/// shard's write buffer and sled tree.
 pub struct ApplyBatch<'a> {
     tree: &'a sled::Tree,
-    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    buffer: &'a WriteBuffer,
+    staged: Layer,
 }
 
 impl<'a> ApplyBatch<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a sled::Tree, buffer: &'a WriteBuffer) -> Self {
         ApplyBatch {
             tree,
-            overlay: BTreeMap::new(),
+            buffer,
+            staged: Layer::default(),
         }
     }
 
     pub fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        if let Some(v) = self.overlay.get(key) {
-            return Ok(v.clone());
+        if let Some(slot) = self.staged.get(key) {
+            return Ok(slot.value.clone());
+        }
+        if let Some(value) = self.buffer.lookup(key)? {
+            return Ok(value);
         }
         Ok(self
             .tree
@@ -141,25 +147,30 @@ impl<'a> ApplyBatch<'a> {
     }
 
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        self.overlay.insert(key.to_vec(), Some(value));
+        self.staged.write(key, Some(value), false);
+    }
+
+    /// Like [`put`](Self::put), for a key the caller has just seen absent.
+    fn put_new(&mut self, key: &[u8], value: Vec<u8>) {
+        self.staged.write(key, Some(value), true);
     }
 
     pub fn remove(&mut self, key: &[u8]) {
-        self.overlay.insert(key.to_vec(), None);
+        self.staged.write(key, None, false);
     }
 
-    /// Keys in `[start, end)` as seen through the overlay.
+    /// Keys in `[start, end)` as seen through the staged writes and the buffer.
     fn keys_in(&self, start: &[u8], end: &[u8]) -> io::Result<Vec<Vec<u8>>> {
         let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         for k in self.tree.range(start..end).keys() {
             keys.insert(k.map_err(io::Error::other)?.to_vec(), true);
         }
-        let range = (
-            Bound::Included(start.to_vec()),
-            Bound::Excluded(end.to_vec()),
-        );
-        for (k, v) in self.overlay.range::<Vec<u8>, _>(range) {
-            keys.insert(k.clone(), v.is_some());
+        let buffered = self.buffer.range(start, Some(end))?;
+        for (k, slot) in buffered.range(start, Some(end)) {
+            keys.insert(k.clone(), slot.value.is_some());
+        }
+        for (k, slot) in self.staged.range(start, Some(end)) {
+            keys.insert(k.clone(), slot.value.is_some());
         }
         Ok(keys
             .into_iter()
@@ -168,21 +179,9 @@ impl<'a> ApplyBatch<'a> {
             .collect())
     }
 
-    /// The keys this batch changes.
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.overlay.keys().map(Vec::as_slice)
-    }
-
-    /// The staged writes as one sled batch (atomic when applied).
-    pub fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        batch
+    /// The staged writes, to be merged into the write buffer.
+    pub fn into_layer(self) -> Layer {
+        self.staged
     }
 }
 
@@ -209,7 +208,9 @@ pub fn apply_command(
             CommandResponse::Expired
         } else {
             let resp = execute(ab, index, &cmd.op)?;
-            ab.put(&dkey, encode(&resp)?);
+            // Usually acknowledged (and deleted) a few entries later: a fresh record that never
+            // needs to reach sled.
+            ab.put_new(&dkey, encode(&resp)?);
             let acked = cmd.acked_below.min(cmd.sequence);
             let mut new_low = low;
             if acked > low {
@@ -346,9 +347,10 @@ mod tests {
     }
 
     fn run(tree: &sled::Tree, index: u64, c: &Command) -> io::Result<CommandResponse> {
-        let mut ab = ApplyBatch::new(tree);
+        let buffer = WriteBuffer::default();
+        let mut ab = ApplyBatch::new(tree, &buffer);
         let r = apply_command(&mut ab, index, c)?;
-        tree.apply_batch(ab.into_batch())
+        tree.apply_batch(ab.into_layer().to_batch())
             .map_err(io::Error::other)?;
         Ok(r)
     }
@@ -485,6 +487,84 @@ mod tests {
         Ok(())
     }
 
+    /// Writes whatever the buffer holds to the tree, as the state machine's flush does.
+    fn flush(t: &sled::Tree, buffer: &WriteBuffer) -> io::Result<()> {
+        if let Some(layer) = buffer.freeze()? {
+            t.apply_batch(layer.to_batch()).map_err(io::Error::other)?;
+            buffer.flushed()?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn buffering_and_flush_points_do_not_change_the_outcome() -> io::Result<()> {
+        // Two clients with several writes in flight (watermarks trail their sequences, so
+        // dedup records die in the staged layer, in the buffer and in the tree), puts, deletes
+        // and CAS on few keys; applied once per call straight to the tree, and through the
+        // buffer in calls of varied size with flushes at varied points.
+        let cmds: Vec<Command> = (0..400u64)
+            .map(|i| {
+                let client = 1 + i % 2;
+                let seq = 1 + i / 2;
+                let key = format!("k{}", i % 5);
+                let op = match i % 7 {
+                    3 => Op::Delete {
+                        key: Bytes::from(key),
+                    },
+                    5 => Op::Cas {
+                        key: Bytes::from(key),
+                        expected: Expected::Absent,
+                        new_value: Some(Bytes::from(format!("c{i}"))),
+                    },
+                    _ => put(&key, &format!("v{i}")),
+                };
+                cmd(client, seq, seq.saturating_sub(3).max(1), op)
+            })
+            .collect();
+        let (_d1, t1) = tree()?;
+        let mut want = Vec::new();
+        for (i, c) in cmds.iter().enumerate() {
+            want.push(run(&t1, i as u64 + 1, c)?);
+        }
+        for seed in [1u64, 7, 42] {
+            let (_d2, t2) = tree()?;
+            let buffer = WriteBuffer::default();
+            let mut got = Vec::new();
+            let mut rng = seed;
+            let mut next = || {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                rng >> 33
+            };
+            let mut i = 0usize;
+            while i < cmds.len() {
+                let n = (1 + next() % 9) as usize;
+                let mut ab = ApplyBatch::new(&t2, &buffer);
+                for (j, c) in cmds.iter().enumerate().skip(i).take(n) {
+                    got.push(apply_command(&mut ab, j as u64 + 1, c)?);
+                }
+                buffer.merge(ab.into_layer())?;
+                if next() % 4 == 0 {
+                    flush(&t2, &buffer)?;
+                }
+                i += n;
+            }
+            flush(&t2, &buffer)?;
+            assert_eq!(got, want, "responses differ (seed {seed})");
+            let a: Vec<_> = t1
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(io::Error::other)?;
+            let b: Vec<_> = t2
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(io::Error::other)?;
+            assert_eq!(a, b, "trees differ (seed {seed})");
+        }
+        Ok(())
+    }
+
     #[test]
     fn batching_does_not_change_the_outcome() -> io::Result<()> {
         // Same commands, applied one per batch and all in one batch: identical trees.
@@ -503,11 +583,13 @@ mod tests {
             run(&t1, i as u64 + 1, c)?;
         }
         let (_d2, t2) = tree()?;
-        let mut ab = ApplyBatch::new(&t2);
+        let buffer = WriteBuffer::default();
+        let mut ab = ApplyBatch::new(&t2, &buffer);
         for (i, c) in cmds.iter().enumerate() {
             apply_command(&mut ab, i as u64 + 1, c)?;
         }
-        t2.apply_batch(ab.into_batch()).map_err(io::Error::other)?;
+        t2.apply_batch(ab.into_layer().to_batch())
+            .map_err(io::Error::other)?;
         let a: Vec<_> = t1
             .iter()
             .collect::<Result<_, _>>()

@@ -3,6 +3,7 @@
 //! handle with the state machine that serves reads.
 
 pub mod apply;
+pub mod buffer;
 pub mod command;
 pub mod cut;
 pub mod log_store;

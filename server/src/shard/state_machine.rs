@@ -6,13 +6,21 @@
 //! crash at any point leaves either the old state or the new one, never a mix. Trees of other
 //! generations found at start-up are leftovers of an interrupted install and are dropped.
 //!
+//! Applied writes collect in a [`WriteBuffer`] and reach the tree in large atomic batches, one
+//! background flush at a time; reads look through the buffer first (see
+//! [`crate::shard::buffer`]).
+//!
 //! Invariants:
-//! - Data, `applied` and `membership` of one apply call are written in one atomic batch; every
-//!   responder is answered after that write, exactly once.
+//! - Data, `applied` and `membership` of one apply call reach the tree in one atomic batch (a
+//!   flush holds whole apply calls); every responder is answered after its call's writes are
+//!   readable in the buffer, exactly once. Durability comes from the write-ahead log: the tree
+//!   may lag it and is caught up by re-applying the log at start-up.
 //! - A snapshot is a consistent cut: the cut is taken in order with apply (openraft calls
-//!   `try_create_snapshot_builder` on the apply worker), its meta comes from that moment, and
-//!   the dump then runs beside apply, which records pre-images meanwhile (see
-//!   [`crate::shard::cut`]); apply pauses only for the cut itself (a flush and two reads).
+//!   `try_create_snapshot_builder` on the apply worker) after the buffer is drained into the
+//!   tree, its meta comes from that moment, and
+//!   the dump then runs beside apply, whose buffer flushes record pre-images meanwhile (see
+//!   [`crate::shard::cut`]); apply pauses only for the cut itself (draining the buffer, a
+//!   flush and two reads).
 //!   Deduplication records are part of it.
 //! - At most one dump runs at a time, and an install waits for a running dump (the dump walks
 //!   the live generation an install would drop).
@@ -30,8 +38,9 @@ use openraft::{EntryPayload, OptionalSend};
 
 use crate::codec::{decode, encode};
 use crate::shard::apply::{
-    self, ApplyBatch, DATA_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
+    self, ApplyBatch, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
 };
+use crate::shard::buffer::{Layer, WriteBuffer, overlay};
 use crate::shard::command::{CommandResponse, Versioned};
 use crate::shard::cut::Cut;
 use crate::shard::snapshot::{self, SnapshotFile};
@@ -40,6 +49,10 @@ use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Entries per sled batch while installing a snapshot.
 const INSTALL_BATCH_RECORDS: usize = 4096;
+/// The write buffer is flushed to the tree once it holds this many keys...
+const BUFFER_FLUSH_KEYS: usize = 4096;
+/// ...or this many key and value bytes.
+const BUFFER_FLUSH_BYTES: usize = 4 * 1024 * 1024;
 
 fn sled_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
@@ -59,6 +72,11 @@ struct Inner {
     cut: Mutex<Option<Arc<Cut>>>,
     /// Held by a snapshot dump, and by an install while it runs.
     dumping: Arc<tokio::sync::Mutex<()>>,
+    /// Applied writes not yet in the tree.
+    buffer: WriteBuffer,
+    /// The background flush of the buffer's frozen layer, if one was started and not yet
+    /// awaited (only the apply worker starts and awaits it).
+    flush_task: Mutex<Option<tokio::task::JoinHandle<io::Result<()>>>>,
 }
 
 /// Where a state machine reports how long apply batches and snapshot builds take (the
@@ -66,6 +84,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Observers {
     pub apply_batch_seconds: prometheus::Histogram,
+    pub buffer_flush_seconds: prometheus::Histogram,
     pub snapshot_build_seconds: prometheus::Histogram,
 }
 
@@ -73,6 +92,18 @@ pub struct Observers {
 #[derive(Clone)]
 pub struct StateMachine {
     inner: Arc<Inner>,
+}
+
+/// The first key after every key that starts with `prefix` (`None`: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn tree_name(shard: u32, generation: u64) -> String {
@@ -119,6 +150,8 @@ impl StateMachine {
                 observers: OnceLock::new(),
                 cut: Mutex::new(None),
                 dumping: Arc::new(tokio::sync::Mutex::new(())),
+                buffer: WriteBuffer::default(),
+                flush_task: Mutex::new(None),
             }),
         })
     }
@@ -145,10 +178,20 @@ impl StateMachine {
         Ok(guard.clone())
     }
 
+    /// A raw key's applied value: the buffer's if it holds the key, else the tree's.
+    fn read(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        // The buffer before the tree handle: a flush moves data from one to the other only in
+        // that direction, so nothing is missed in between.
+        if let Some(value) = self.inner.buffer.lookup(key)? {
+            return Ok(value);
+        }
+        let (_, tree) = self.tree()?;
+        Ok(tree.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
+    }
+
     /// Reads a key from the local replica (no consistency check: callers decide that).
     pub fn get(&self, key: &[u8]) -> io::Result<Option<Versioned>> {
-        let (_, tree) = self.tree()?;
-        match tree.get(apply::data_key(key)).map_err(sled_err)? {
+        match self.read(&apply::data_key(key))? {
             Some(b) => Ok(Some(apply::decode_versioned(&b)?)),
             None => Ok(None),
         }
@@ -156,43 +199,98 @@ impl StateMachine {
 
     /// Up to `limit` keys starting with `prefix`, in key order, from the local replica.
     pub fn scan(&self, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Versioned)>> {
+        let start = apply::data_key(prefix);
+        let end = prefix_end(&start);
+        let buffered = self.inner.buffer.range(&start, end.as_deref())?;
+        let buffered = buffered.range(&start, end.as_deref());
         let (_, tree) = self.tree()?;
-        let mut out = Vec::new();
-        for item in tree.scan_prefix(apply::data_key(prefix)) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = item.map_err(sled_err)?;
-            out.push((k[1..].to_vec(), apply::decode_versioned(&v)?));
-        }
-        Ok(out)
+        let stored = tree.scan_prefix(&start).map(|item| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(sled_err)
+        });
+        overlay(buffered, stored, limit)?
+            .into_iter()
+            .map(|(k, v)| Ok((k[1..].to_vec(), apply::decode_versioned(&v)?)))
+            .collect()
     }
 
     /// Whether `node_id` was removed from the cluster (an [`Op::Retire`] record was applied).
     ///
     /// [`Op::Retire`]: crate::shard::command::Op::Retire
     pub fn is_retired(&self, node_id: u64) -> io::Result<bool> {
-        let (_, tree) = self.tree()?;
-        tree.contains_key(apply::retired_key(node_id))
-            .map_err(sled_err)
+        Ok(self.read(&apply::retired_key(node_id))?.is_some())
     }
 
     /// Number of user keys held locally (walks the tree; for tests and status).
     pub fn key_count(&self) -> io::Result<u64> {
-        let (_, tree) = self.tree()?;
-        Ok(tree.scan_prefix([DATA_PREFIX]).count() as u64)
+        Ok(self.scan(&[], usize::MAX)?.len() as u64)
     }
 
-    fn read_meta(tree: &sled::Tree) -> io::Result<(Option<LogId>, StoredMembership)> {
-        let applied = match tree.get(KEY_APPLIED).map_err(sled_err)? {
+    /// The applied log id and membership as of the last apply call.
+    fn read_meta(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let applied = match self.read(KEY_APPLIED)? {
             Some(b) => decode::<Option<LogId>>(&b)?,
             None => None,
         };
-        let membership = match tree.get(KEY_MEMBERSHIP).map_err(sled_err)? {
+        let membership = match self.read(KEY_MEMBERSHIP)? {
             Some(b) => decode(&b)?,
             None => StoredMembership::default(),
         };
         Ok((applied, membership))
+    }
+
+    /// Waits for the background flush started last, if any; its error is this call's.
+    async fn finish_flush(&self) -> io::Result<()> {
+        let task = self
+            .inner
+            .flush_task
+            .lock()
+            .map_err(|_| io::Error::other("state machine lock poisoned"))?
+            .take();
+        match task {
+            Some(t) => t.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Freezes the buffer's active layer and writes it to the tree in the background, after
+    /// the previous flush has finished (flushes reach the tree in order, one at a time).
+    async fn start_flush(&self) -> io::Result<()> {
+        self.finish_flush().await?;
+        let Some(layer) = self.inner.buffer.freeze()? else {
+            return Ok(());
+        };
+        let me = self.clone();
+        let task = tokio::task::spawn_blocking(move || me.write_layer(&layer));
+        *self
+            .inner
+            .flush_task
+            .lock()
+            .map_err(|_| io::Error::other("state machine lock poisoned"))? = Some(task);
+        Ok(())
+    }
+
+    /// Everything applied so far is in the tree once this returns (not yet durable: see
+    /// [`FlushCoordinator`]).
+    pub async fn drain_buffer(&self) -> io::Result<()> {
+        self.start_flush().await?;
+        self.finish_flush().await
+    }
+
+    /// Writes a frozen layer to the tree in one atomic batch, then lets reads go there.
+    fn write_layer(&self, layer: &Layer) -> io::Result<()> {
+        let started = std::time::Instant::now();
+        let (_, tree) = self.tree()?;
+        if let Some(cut) = self.active_cut() {
+            cut.record(&tree, layer.keys())?;
+        }
+        tree.apply_batch(layer.to_batch()).map_err(sled_err)?;
+        self.inner.buffer.flushed()?;
+        if let Some(o) = self.inner.observers.get() {
+            o.buffer_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     /// The active cut, if a snapshot is being dumped.
@@ -209,10 +307,12 @@ impl StateMachine {
 
     /// Takes a cut (in order with apply): the meta as of now, and pre-image recording from now.
     async fn prepare(&self) -> io::Result<Prepared> {
-        // Everything applied so far must be on disk before the snapshot may replace the log.
+        // Everything applied so far must be in the tree, and on disk, before the snapshot may
+        // replace the log.
+        self.drain_buffer().await?;
         self.inner.flush.flush().await?;
         let (_, tree) = self.tree()?;
-        let (applied, membership) = Self::read_meta(&tree)?;
+        let (applied, membership) = self.read_meta()?;
         let cut = Arc::new(Cut::new());
         self.set_cut(Some(cut.clone()));
         Ok(Prepared {
@@ -298,6 +398,8 @@ impl StateMachine {
                 .write()
                 .map_err(|_| io::Error::other("state machine lock poisoned"))?;
             *live = (new_gen, tree);
+            // Writes buffered for the old generation are superseded by the snapshot.
+            self.inner.buffer.clear()?;
         }
         drop(old_tree);
         self.inner
@@ -383,21 +485,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let (_, tree) = self.tree()?;
-        Self::read_meta(&tree)
+        self.read_meta()
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let (_, tree) = self.tree()?;
         let started = std::time::Instant::now();
-        let mut ab = ApplyBatch::new(&tree);
+        // The stream is drained before staging: the staged writes read the buffer and tree
+        // through borrows that must not be held across an await.
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        let (_, tree) = self.tree()?;
+        let mut ab = ApplyBatch::new(&tree, &self.inner.buffer);
         let mut responders = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
-        while let Some((entry, responder)) = entries.try_next().await? {
+        for (entry, responder) in batch {
             let log_id = entry.log_id();
             let response = match entry.payload {
                 EntryPayload::Blank => CommandResponse::None,
@@ -419,16 +526,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = membership {
             ab.put(KEY_MEMBERSHIP, encode(&m)?);
         }
-        if let Some(cut) = self.active_cut() {
-            cut.record(&tree, ab.keys())?;
-        }
-        tree.apply_batch(ab.into_batch()).map_err(sled_err)?;
+        self.inner.buffer.merge(ab.into_layer())?;
+        drop(tree);
         if let Some(o) = self.inner.observers.get() {
             o.apply_batch_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         for (responder, response) in responders {
             responder.send(response);
+        }
+        let (keys, bytes) = self.inner.buffer.active_size()?;
+        if keys >= BUFFER_FLUSH_KEYS || bytes >= BUFFER_FLUSH_BYTES {
+            self.start_flush().await?;
         }
         Ok(())
     }
@@ -449,8 +558,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        // A running dump walks the generation the install would drop: wait for it.
+        // A running dump walks the generation the install would drop: wait for it. A flush
+        // in flight writes to that generation too.
         let _dumping = self.inner.dumping.clone().lock_owned().await;
+        self.finish_flush().await?;
         let me = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || me.install(&meta, snapshot))
@@ -468,5 +579,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: file,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_key_past_all_its_extensions() {
+        assert_eq!(prefix_end(b"dab"), Some(b"dac".to_vec()));
+        assert_eq!(prefix_end(b"da\xff"), Some(b"db".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
     }
 }
