@@ -161,11 +161,15 @@ impl<'a> ApplyBatch<'a> {
 
     /// Keys in `[start, end)` as seen through the staged writes and the buffer.
     fn keys_in(&self, start: &[u8], end: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        // The buffer before the tree: a background flush moves a layer from the one to the
+        // other, and read in this order the layer is seen in at least one of them (read the
+        // other way round, a flush finishing in between would hide it, and replicas whose
+        // flushes happen at other moments would remove different keys).
+        let buffered = self.buffer.range(start, Some(end))?;
         let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         for k in self.tree.range(start..end).keys() {
             keys.insert(k.map_err(io::Error::other)?.to_vec(), true);
         }
-        let buffered = self.buffer.range(start, Some(end))?;
         for (k, slot) in buffered.range(start, Some(end)) {
             keys.insert(k.clone(), slot.value.is_some());
         }
