@@ -57,6 +57,38 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Keeps a node's port while the node is down: a socket bound to it but not listening.
+///
+/// Ports picked by [`free_port`] come from the range the kernel also hands out as the local
+/// port of outgoing connections; a restarted node whose port an outgoing connection took in
+/// the meantime could not listen (seen: "Address already in use" on restart). The kernel never
+/// picks a port explicitly bound by a socket, and as nothing listens, connections to the port
+/// are still refused, exactly as for a dead node. Dropped just before the node starts.
+pub struct PortHold {
+    /// Kept only to be dropped (closed) when the node starts.
+    _sockets: Vec<socket2::Socket>,
+}
+
+impl PortHold {
+    /// Binds each of `addrs` that is free (one already taken is left alone: nothing to hold).
+    pub fn new(addrs: &[&str]) -> PortHold {
+        let mut held = Vec::new();
+        for addr in addrs {
+            let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+                continue;
+            };
+            let Ok(s) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            else {
+                continue;
+            };
+            if s.set_reuse_address(true).is_ok() && s.bind(&addr.into()).is_ok() {
+                held.push(s);
+            }
+        }
+        PortHold { _sockets: held }
+    }
+}
+
 pub struct Node {
     pub id: u64,
     pub addr: String,
@@ -67,7 +99,15 @@ pub struct Node {
     /// Started with `--join` through this address instead of `--peers`.
     pub join: Option<String>,
     child: Option<Child>,
+    /// The node's ports, held while it is not running (see [`PortHold`]).
+    hold: Option<PortHold>,
     starts: u32,
+}
+
+impl Node {
+    fn hold_ports(&mut self) {
+        self.hold = Some(PortHold::new(&[&self.addr, &self.admin]));
+    }
 }
 
 /// A cluster of real server processes.
@@ -109,9 +149,13 @@ impl Cluster {
                     log: dir.path().join(format!("node-{id}.log")),
                     join: None,
                     child: None,
+                    hold: None,
                     starts: 0,
                 },
             );
+        }
+        for n in nodes.values_mut() {
+            n.hold_ports();
         }
         let peers = nodes
             .values()
@@ -153,6 +197,7 @@ impl Cluster {
                 log: root.join(format!("node-{id}.log")),
                 join: Some(via),
                 child: None,
+                hold: None,
                 starts: 0,
             },
         );
@@ -174,6 +219,7 @@ impl Cluster {
         let extra = self.extra_args.clone();
         let node = self.nodes.get_mut(&id).expect("node id");
         node.starts += 1;
+        node.hold = None;
         let log = File::options()
             .create(true)
             .append(true)
@@ -233,9 +279,12 @@ impl Cluster {
 
     /// SIGKILL, no cleanup: a crash.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut c) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+        if let Some(n) = self.nodes.get_mut(&id)
+            && let Some(mut c) = n.child.take()
+        {
             let _ = c.kill();
             let _ = c.wait();
+            n.hold_ports();
         }
     }
 
@@ -265,6 +314,9 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.hold_ports();
+                }
                 return status;
             }
             if Instant::now() > deadline {
