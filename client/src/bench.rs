@@ -317,6 +317,8 @@ struct Report {
     op: BenchOp,
     clients: u32,
     conns: u32,
+    /// RingKV only: whether the client batched requests per node (`--no-batch` turns it off).
+    batched: Option<bool>,
     rate: Option<f64>,
     value_bytes: u64,
     keys: u64,
@@ -384,6 +386,7 @@ fn connections(client: &Client, args: &BenchArgs) -> Result<Vec<Conn>, String> {
                 o.cluster_id = opts.cluster_id.clone();
                 o.request_timeout = opts.request_timeout;
                 o.attempt_timeout = opts.attempt_timeout;
+                o.batch_requests = opts.batch_requests;
                 Client::new(o).map(Conn::Ringkv).map_err(|e| e.to_string())
             }
             BenchTarget::Etcd => {
@@ -556,6 +559,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         op: args.op,
         clients: args.clients,
         conns: args.conns,
+        batched: (args.target == BenchTarget::Ringkv).then(|| client.options().batch_requests),
         rate: args.rate,
         value_bytes: args.value_bytes,
         keys: args.keys,

@@ -11,14 +11,16 @@ use ringkv_proto::meta;
 use ringkv_proto::pb::cluster_client::ClusterClient;
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{
-    CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, RequestHeader, ScanRequest,
-    StatusRequest, StatusResponse, compare_and_swap_request,
+    BatchItem, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse,
+    GetRequest, GetResponse, PutRequest, PutResponse, RequestHeader, ScanRequest, StatusRequest,
+    StatusResponse, batch_item, batch_result, compare_and_swap_request,
 };
 use ringkv_proto::ring::Ring;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
+use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
 
 /// Connection and retry settings.
@@ -35,6 +37,9 @@ pub struct ClientOptions {
     /// Attempts per request at most.
     pub max_attempts: u32,
     pub connect_timeout: Duration,
+    /// Send the gets, puts, deletes and compare-and-swaps waiting for the same node together
+    /// in one `Batch` RPC (see [`crate::batcher`]); off sends each as its own RPC.
+    pub batch_requests: bool,
 }
 
 impl ClientOptions {
@@ -46,6 +51,7 @@ impl ClientOptions {
             attempt_timeout: Duration::from_secs(12),
             max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
+            batch_requests: true,
         }
     }
 }
@@ -106,9 +112,14 @@ struct Routing {
     leaders: HashMap<u32, String>,
 }
 
+/// A batching queue's node address and shard.
+type QueueKey = (String, Option<u32>);
+
 struct Inner {
     opts: ClientOptions,
     channels: Mutex<HashMap<String, Channel>>,
+    /// (node address, shard) → its batching queue (created on first use).
+    batchers: Mutex<HashMap<QueueKey, Arc<Batcher>>>,
     client_id: u64,
     next_sequence: AtomicU64,
     in_flight: Mutex<BTreeSet<u64>>,
@@ -194,6 +205,112 @@ fn connection_refused(s: &Status) -> bool {
     false
 }
 
+/// One attempt's way to a node: batched when the client batches and the node supports it,
+/// else one unary RPC per request. Either way the answer has the unary RPC's shape.
+pub(crate) struct Conn {
+    kv: KvClient<Channel>,
+    batcher: Option<Arc<Batcher>>,
+}
+
+impl Conn {
+    /// Sends `item` batched, or hands it back for a unary RPC (no batching, a node without
+    /// the `Batch` RPC, or no other request in flight through its queue). The guard counts the
+    /// request in flight until the caller drops it, after any unary RPC.
+    async fn batched(&self, item: batch_item::Op) -> (Option<Busy>, Batched) {
+        let Some(b) = self.batcher.as_ref().filter(|b| !b.unsupported()) else {
+            return (None, Err(item));
+        };
+        let (busy, alone) = b.enter();
+        if alone {
+            return (Some(busy), Err(item));
+        }
+        let sent = BatchItem {
+            op: Some(item.clone()),
+        };
+        let r = match b.call(sent).await {
+            // A node that predates the Batch RPC: this and later requests go unary.
+            Err(s) if b.unsupported() && s.code() == Code::Unimplemented => Err(item),
+            r => Ok(r.and_then(batcher::unpack)),
+        };
+        (Some(busy), r)
+    }
+
+    async fn get(&self, req: GetRequest) -> Result<Response<GetResponse>, Status> {
+        let (_busy, r) = self.batched(batch_item::Op::Get(req)).await;
+        match r {
+            Ok(r) => reshape(r, |x| match x {
+                batch_result::Result::Get(v) => Some(v),
+                _ => None,
+            }),
+            Err(batch_item::Op::Get(req)) => self.kv.clone().get(req).await,
+            Err(_) => Err(Status::internal("batch item changed kind")),
+        }
+    }
+
+    async fn put(&self, req: PutRequest) -> Result<Response<PutResponse>, Status> {
+        let (_busy, r) = self.batched(batch_item::Op::Put(req)).await;
+        match r {
+            Ok(r) => reshape(r, |x| match x {
+                batch_result::Result::Put(v) => Some(v),
+                _ => None,
+            }),
+            Err(batch_item::Op::Put(req)) => self.kv.clone().put(req).await,
+            Err(_) => Err(Status::internal("batch item changed kind")),
+        }
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<Response<DeleteResponse>, Status> {
+        let (_busy, r) = self.batched(batch_item::Op::Delete(req)).await;
+        match r {
+            Ok(r) => reshape(r, |x| match x {
+                batch_result::Result::Delete(v) => Some(v),
+                _ => None,
+            }),
+            Err(batch_item::Op::Delete(req)) => self.kv.clone().delete(req).await,
+            Err(_) => Err(Status::internal("batch item changed kind")),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        req: CompareAndSwapRequest,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let (_busy, r) = self.batched(batch_item::Op::CompareAndSwap(req)).await;
+        match r {
+            Ok(r) => reshape(r, |x| match x {
+                batch_result::Result::CompareAndSwap(v) => Some(v),
+                _ => None,
+            }),
+            Err(batch_item::Op::CompareAndSwap(req)) => self.kv.clone().compare_and_swap(req).await,
+            Err(_) => Err(Status::internal("batch item changed kind")),
+        }
+    }
+}
+
+/// A batched item's answer, or the item back for a unary RPC.
+type Batched = Result<Result<Response<batch_result::Result>, Status>, batch_item::Op>;
+
+/// A batch item's answer as the unary RPC's response type. An answer of another kind is a
+/// server fault; the item may have executed, so it fails without RingKV metadata (a write is
+/// then classified outcome unknown).
+fn reshape<T>(
+    r: Result<Response<batch_result::Result>, Status>,
+    pick: impl FnOnce(batch_result::Result) -> Option<T>,
+) -> Result<Response<T>, Status> {
+    let resp = r?;
+    let md = resp.metadata().clone();
+    match pick(resp.into_inner()) {
+        Some(v) => {
+            let mut out = Response::new(v);
+            *out.metadata_mut() = md;
+            Ok(out)
+        }
+        None => Err(Status::internal(
+            "the server answered a batch item with another kind of result",
+        )),
+    }
+}
+
 impl Client {
     /// Creates a client; connects lazily on first use.
     pub fn new(opts: ClientOptions) -> Result<Client, Error> {
@@ -210,6 +327,7 @@ impl Client {
             inner: Arc::new(Inner {
                 opts,
                 channels: Mutex::new(HashMap::new()),
+                batchers: Mutex::new(HashMap::new()),
                 client_id,
                 next_sequence: AtomicU64::new(1),
                 in_flight: Mutex::new(BTreeSet::new()),
@@ -252,6 +370,29 @@ impl Client {
 
     fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
         Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// The way to node `addr` for one attempt at a request for `shard`: its gRPC client, and
+    /// its batching queue when batching is on. A queue holds one shard's requests only, so a
+    /// batch never mixes shards: a batch is answered when its slowest item is, and a shard
+    /// stalled by a leader change then holds back only its own requests.
+    fn conn(&self, addr: &str, shard: Option<u32>) -> Result<Conn, Error> {
+        let kv = self.kv(addr)?;
+        let batcher = if self.inner.opts.batch_requests {
+            let mut map = self
+                .inner
+                .batchers
+                .lock()
+                .map_err(|_| Error::Invalid("client state poisoned".into()))?;
+            Some(
+                map.entry((addr.to_string(), shard))
+                    .or_insert_with(|| Batcher::spawn(kv.clone(), self.inner.opts.attempt_timeout))
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        Ok(Conn { kv, batcher })
     }
 
     /// The next endpoint in turn, passing over suspects unless every endpoint is one.
@@ -354,7 +495,7 @@ impl Client {
     /// (serializable reads, fan-out scans) it goes to the endpoints in order.
     async fn call<T, F, Fut>(&self, key: Option<&[u8]>, is_write: bool, f: F) -> Result<T, Error>
     where
-        F: Fn(KvClient<Channel>) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         if key.is_some() {
@@ -383,7 +524,7 @@ impl Client {
             }
             let budget = opts.attempt_timeout.min(deadline - now);
             tried.insert(target.clone());
-            let client = self.kv(&target)?;
+            let client = self.conn(&target, shard)?;
             // Whether the node itself failed (no answer, a transport error, or shutting down),
             // as opposed to answering with a RingKV error such as "no leader yet".
             let mut node_failed = true;
@@ -475,7 +616,7 @@ impl Client {
     /// Runs a write under a fresh sequence number, kept for all its retries.
     async fn write<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, Error>
     where
-        F: Fn(KvClient<Channel>, Option<RequestHeader>) -> Fut,
+        F: Fn(Conn, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let (seq, acked_below) = self.begin_write();
@@ -521,7 +662,7 @@ impl Client {
             serializable: consistency == ReadConsistency::Serializable,
         };
         let r = self
-            .call(Some(&key), false, |mut c| {
+            .call(Some(&key), false, |c| {
                 let req = req.clone();
                 async move { c.get(req).await }
             })
@@ -536,7 +677,7 @@ impl Client {
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64, Error> {
         let (key, value) = (key.into(), value.into());
         let r = self
-            .write(&key, |mut c, header| {
+            .write(&key, |c, header| {
                 let req = PutRequest {
                     header,
                     key: key.clone(),
@@ -552,7 +693,7 @@ impl Client {
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, Error> {
         let key = key.into();
         let r = self
-            .write(&key, |mut c, header| {
+            .write(&key, |c, header| {
                 let req = DeleteRequest {
                     header,
                     key: key.clone(),
@@ -578,7 +719,7 @@ impl Client {
             Expect::Version(v) => compare_and_swap_request::Expected::ExpectedVersion(v),
         };
         let r = self
-            .write(&key, |mut c, header| {
+            .write(&key, |c, header| {
                 let req = CompareAndSwapRequest {
                     header,
                     key: key.clone(),
@@ -613,9 +754,10 @@ impl Client {
             shard: None,
         };
         let r = self
-            .call(None, false, |mut c| {
+            .call(None, false, |c| {
                 let req = req.clone();
-                async move { c.scan(req).await }
+                let mut kv = c.kv;
+                async move { kv.scan(req).await }
             })
             .await?;
         Ok(ScanPage {

@@ -6,10 +6,14 @@
 //! is reported [`Error::OutcomeUnknown`] whenever any attempt might have reached a leader and no
 //! later attempt settled it.
 //!
+//! Requests waiting for the same node travel together in one `Batch` RPC (see
+//! [`ClientOptions::batch_requests`]); each still gets its own answer and classification.
+//!
 //! Retries of one write reuse its `(client_id, sequence)`, which the state machine applies at
 //! most once, so a retry can never apply a write twice.
 
 mod admin;
+mod batcher;
 mod client;
 mod error;
 

@@ -36,6 +36,10 @@ struct Cli {
     /// Give up on a request (retries included) after this long.
     #[arg(long, default_value_t = 15_000, global = true)]
     timeout_ms: u64,
+    /// Send each request as its own RPC instead of batching the requests waiting for the same
+    /// node into one (`ringkv bench` uses this to measure the unbatched path).
+    #[arg(long, global = true)]
+    no_batch: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,6 +133,7 @@ async fn run(cli: Cli) -> ExitCode {
         .collect();
     let mut opts = ClientOptions::new(endpoints);
     opts.cluster_id = cli.cluster_id.clone();
+    opts.batch_requests = !cli.no_batch;
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
     opts.attempt_timeout = opts.request_timeout.min(Duration::from_secs(12));
     if matches!(cli.command, Command::Member(_) | Command::Backup(_)) {

@@ -12,8 +12,8 @@ use ringkv_client::{Client, ClientOptions, ReadConsistency};
 use ringkv_proto::meta;
 use ringkv_proto::pb::kv_server::{Kv, KvServer};
 use ringkv_proto::pb::{
-    CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetRequest,
-    GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+    BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
+    DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
 };
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -67,6 +67,10 @@ impl Kv for FakeNode {
         Err(Status::unimplemented("fake"))
     }
     async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    /// As a server from before the Batch RPC: the client falls back to unary RPCs.
+    async fn batch(&self, _: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
@@ -133,4 +137,24 @@ async fn an_endless_redirect_loop_ends_within_the_request_timeout() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A node from before the Batch RPC answers a batch UNIMPLEMENTED: concurrent requests, which
+/// the client would batch, fall back to unary RPCs within their first attempt and all succeed.
+#[tokio::test]
+async fn concurrent_requests_to_a_node_without_batching_fall_back_to_unary() {
+    let a = start_pair(Duration::ZERO);
+    let client = Client::new(ClientOptions::new(vec![a])).expect("client");
+    assert!(client.options().batch_requests);
+    let puts: Vec<_> = (0..32)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.put(format!("k{i}"), "v").await })
+        })
+        .collect();
+    for (i, p) in puts.into_iter().enumerate() {
+        assert_eq!(p.await.expect("task").expect("put"), 8, "put {i}");
+    }
+    // The fallback happens within the attempt: not one request needed a second one.
+    assert_eq!(client.retries(), 0);
 }

@@ -34,6 +34,7 @@ pub struct Metrics {
     snapshot_build_seconds: Histogram,
     flush_seconds: Histogram,
     waiters_per_flush: Histogram,
+    pub batch_items: Histogram,
     pub forwarded: IntCounterVec,
     pub inflight: IntGauge,
     shard_is_leader: IntGaugeVec,
@@ -137,6 +138,18 @@ impl Metrics {
                     HistogramOpts::new(
                         "ringkv_storage_flush_waiters",
                         "Appends, votes and other waiters completed by one group commit.",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                    ]),
+                )?,
+            )?,
+            batch_items: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "ringkv_batch_items",
+                        "Requests carried by one Batch RPC (each is also counted as its own request).",
                     )
                     .buckets(vec![
                         1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,

@@ -19,9 +19,9 @@ use ringkv_proto::meta;
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::kv_server::Kv;
 use ringkv_proto::pb::{
-    CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest, DeleteResponse, GetRequest,
-    GetResponse, KeyValue, PutRequest, PutResponse, RequestHeader, ScanRequest, ScanResponse,
-    compare_and_swap_request,
+    BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
+    DeleteResponse, GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RequestHeader,
+    ScanRequest, ScanResponse, compare_and_swap_request,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
@@ -624,6 +624,14 @@ impl Kv for KvService {
         let r = self.scan_inner(request).await;
         self.metrics.observe_request("scan", started, &r);
         r
+    }
+
+    /// Each item is counted as its own request (see [`crate::service::batch`]).
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        self.batch_inner(request).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! Client-facing gRPC services: `Kv` (reads and writes, forwarded to shard leaders) and
-//! `Cluster` (status). Services validate input and map errors through the one table in
+//! `Cluster` (status); `Kv`'s `Batch` runs several requests through the unary handlers at once. Services validate input and map errors through the one table in
 //! [`error`]; they never touch sled directly (reads go through the shard's state machine).
 
+pub mod batch;
 pub mod cluster;
 pub mod error;
 pub mod kv;

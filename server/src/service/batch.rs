@@ -1,0 +1,94 @@
+//! The `Batch` RPC: several independent client requests in one message.
+//!
+//! Each item runs through the very handler its unary RPC uses (validation, admission, routing,
+//! forwarding, request metrics), concurrently with the other items, and its result or error
+//! comes back in item order with the metadata the unary answer would have carried. Nothing is
+//! atomic across items: a batch only saves per-RPC work (HTTP/2 streams, headers, syscalls).
+//! The answer waits for the slowest item, which is why the client batches one shard at a time.
+//! The item count is bounded; the message size is bounded by the server's decoding limit.
+
+use std::collections::HashMap;
+
+use ringkv_proto::pb::kv_server::Kv;
+use ringkv_proto::pb::{
+    BatchItem, BatchRequest, BatchResponse, BatchResult, ItemError, batch_item, batch_result,
+};
+use tonic::metadata::{KeyAndValueRef, MetadataMap};
+use tonic::{Request, Response, Status};
+
+use crate::service::error::KvError;
+use crate::service::kv::KvService;
+
+/// Items one batch may carry at most.
+pub const BATCH_ITEMS_MAX: usize = 1024;
+
+impl KvService {
+    pub(crate) async fn batch_inner(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        let items = request.into_inner().items;
+        if items.len() > BATCH_ITEMS_MAX {
+            return Err(KvError::Invalid(format!(
+                "a batch carries at most {BATCH_ITEMS_MAX} items, this one {}",
+                items.len()
+            ))
+            .into());
+        }
+        self.metrics.batch_items.observe(items.len() as f64);
+        let results =
+            futures::future::join_all(items.into_iter().map(|item| self.batch_item(item))).await;
+        Ok(Response::new(BatchResponse { results }))
+    }
+
+    async fn batch_item(&self, item: BatchItem) -> BatchResult {
+        use batch_item::Op;
+        use batch_result::Result as R;
+        match item.op {
+            Some(Op::Get(r)) => answer(Kv::get(self, Request::new(r)).await, R::Get),
+            Some(Op::Put(r)) => answer(Kv::put(self, Request::new(r)).await, R::Put),
+            Some(Op::Delete(r)) => answer(Kv::delete(self, Request::new(r)).await, R::Delete),
+            Some(Op::CompareAndSwap(r)) => answer(
+                Kv::compare_and_swap(self, Request::new(r)).await,
+                R::CompareAndSwap,
+            ),
+            None => failure(KvError::Invalid("a batch item without an operation".into()).into()),
+        }
+    }
+}
+
+fn answer<T>(
+    r: Result<Response<T>, Status>,
+    wrap: impl FnOnce(T) -> batch_result::Result,
+) -> BatchResult {
+    match r {
+        Ok(resp) => {
+            let metadata = ascii_metadata(resp.metadata());
+            BatchResult {
+                result: Some(wrap(resp.into_inner())),
+                metadata,
+            }
+        }
+        Err(status) => failure(status),
+    }
+}
+
+fn failure(status: Status) -> BatchResult {
+    BatchResult {
+        result: Some(batch_result::Result::Error(ItemError {
+            code: status.code() as i32,
+            message: status.message().to_string(),
+        })),
+        metadata: ascii_metadata(status.metadata()),
+    }
+}
+
+/// The ASCII entries of `md` (RingKV's own metadata is all ASCII).
+fn ascii_metadata(md: &MetadataMap) -> HashMap<String, String> {
+    md.iter()
+        .filter_map(|kv| match kv {
+            KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_string(), v.to_str().ok()?.into())),
+            KeyAndValueRef::Binary(..) => None,
+        })
+        .collect()
+}
