@@ -213,61 +213,62 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Sends `item` batched, or hands it back for a unary RPC (no batching, a node without
-    /// the `Batch` RPC, or no other request in flight through its queue). The guard counts the
-    /// request in flight until the caller drops it, after any unary RPC.
-    async fn batched(&self, item: batch_item::Op) -> (Option<Busy>, Batched) {
+    /// Sends the item `make` builds in a batch; `None` when the request should go as a unary
+    /// RPC instead (no batching, a node without the `Batch` RPC, or no other request in
+    /// flight through its queue). The guard counts the request in flight until the caller
+    /// drops it, after any unary RPC.
+    async fn batched(
+        &self,
+        make: impl FnOnce() -> batch_item::Op,
+    ) -> (
+        Option<Busy>,
+        Option<Result<Response<batch_result::Result>, Status>>,
+    ) {
         let Some(b) = self.batcher.as_ref().filter(|b| !b.unsupported()) else {
-            return (None, Err(item));
+            return (None, None);
         };
         let (busy, alone) = b.enter();
         if alone {
-            return (Some(busy), Err(item));
+            return (Some(busy), None);
         }
-        let sent = BatchItem {
-            op: Some(item.clone()),
-        };
-        let r = match b.call(sent).await {
+        let r = match b.call(BatchItem { op: Some(make()) }).await {
             // A node that predates the Batch RPC: this and later requests go unary.
-            Err(s) if b.unsupported() && s.code() == Code::Unimplemented => Err(item),
-            r => Ok(r.and_then(batcher::unpack)),
+            Err(s) if b.unsupported() && s.code() == Code::Unimplemented => None,
+            r => Some(r.and_then(batcher::unpack)),
         };
         (Some(busy), r)
     }
 
     async fn get(&self, req: GetRequest) -> Result<Response<GetResponse>, Status> {
-        let (_busy, r) = self.batched(batch_item::Op::Get(req)).await;
+        let (_busy, r) = self.batched(|| batch_item::Op::Get(req.clone())).await;
         match r {
-            Ok(r) => reshape(r, |x| match x {
+            Some(r) => reshape(r, |x| match x {
                 batch_result::Result::Get(v) => Some(v),
                 _ => None,
             }),
-            Err(batch_item::Op::Get(req)) => self.kv.clone().get(req).await,
-            Err(_) => Err(Status::internal("batch item changed kind")),
+            None => self.kv.clone().get(req).await,
         }
     }
 
     async fn put(&self, req: PutRequest) -> Result<Response<PutResponse>, Status> {
-        let (_busy, r) = self.batched(batch_item::Op::Put(req)).await;
+        let (_busy, r) = self.batched(|| batch_item::Op::Put(req.clone())).await;
         match r {
-            Ok(r) => reshape(r, |x| match x {
+            Some(r) => reshape(r, |x| match x {
                 batch_result::Result::Put(v) => Some(v),
                 _ => None,
             }),
-            Err(batch_item::Op::Put(req)) => self.kv.clone().put(req).await,
-            Err(_) => Err(Status::internal("batch item changed kind")),
+            None => self.kv.clone().put(req).await,
         }
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<Response<DeleteResponse>, Status> {
-        let (_busy, r) = self.batched(batch_item::Op::Delete(req)).await;
+        let (_busy, r) = self.batched(|| batch_item::Op::Delete(req.clone())).await;
         match r {
-            Ok(r) => reshape(r, |x| match x {
+            Some(r) => reshape(r, |x| match x {
                 batch_result::Result::Delete(v) => Some(v),
                 _ => None,
             }),
-            Err(batch_item::Op::Delete(req)) => self.kv.clone().delete(req).await,
-            Err(_) => Err(Status::internal("batch item changed kind")),
+            None => self.kv.clone().delete(req).await,
         }
     }
 
@@ -275,20 +276,18 @@ impl Conn {
         &self,
         req: CompareAndSwapRequest,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let (_busy, r) = self.batched(batch_item::Op::CompareAndSwap(req)).await;
+        let (_busy, r) = self
+            .batched(|| batch_item::Op::CompareAndSwap(req.clone()))
+            .await;
         match r {
-            Ok(r) => reshape(r, |x| match x {
+            Some(r) => reshape(r, |x| match x {
                 batch_result::Result::CompareAndSwap(v) => Some(v),
                 _ => None,
             }),
-            Err(batch_item::Op::CompareAndSwap(req)) => self.kv.clone().compare_and_swap(req).await,
-            Err(_) => Err(Status::internal("batch item changed kind")),
+            None => self.kv.clone().compare_and_swap(req).await,
         }
     }
 }
-
-/// A batched item's answer, or the item back for a unary RPC.
-type Batched = Result<Result<Response<batch_result::Result>, Status>, batch_item::Op>;
 
 /// A batch item's answer as the unary RPC's response type. An answer of another kind is a
 /// server fault; the item may have executed, so it fails without RingKV metadata (a write is
