@@ -94,9 +94,22 @@ fn shard_not_ready(s: &AdminState, shard: &Shard) -> Option<String> {
                 None => Some("leads but has no quorum ack yet".into()),
             }
         }
-        ServerState::Follower => {
-            let Some(leader) = m.current_leader else {
-                return Some("follower without a known leader".into());
+        ServerState::Follower | ServerState::Candidate => {
+            let leader = match (m.state, m.current_leader) {
+                (ServerState::Follower, Some(leader)) => leader,
+                // An election is under way: ready while it stays within the window since the
+                // last contact from a leader, so a node does not flap out of the load balancer
+                // while a shard re-elects.
+                _ => {
+                    return match shard.leader_contact.elapsed() {
+                        Some(d) if d <= s.contact_window => None,
+                        Some(d) => Some(format!(
+                            "no leader for {} ms (window {window_ms} ms)",
+                            d.as_millis()
+                        )),
+                        None => Some("no leader yet".into()),
+                    };
+                }
             };
             match shard.leader_contact.elapsed() {
                 Some(d) if d <= s.contact_window => {}
