@@ -49,8 +49,10 @@ use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// Entries per sled batch while installing a snapshot.
 const INSTALL_BATCH_RECORDS: usize = 4096;
-/// The write buffer is flushed to the tree once it holds this many keys...
-const BUFFER_FLUSH_KEYS: usize = 4096;
+/// The write buffer is flushed to the tree once it holds this many keys... (A flush is one
+/// burst of CPU on a blocking thread; at 4,096 keys, about 50 ms of it raised the put p99 at
+/// 256 clients to 67-88 ms against 50-55 ms at 1,024, for the same throughput.)
+const BUFFER_FLUSH_KEYS: usize = 1024;
 /// ...or this many key and value bytes.
 const BUFFER_FLUSH_BYTES: usize = 4 * 1024 * 1024;
 
