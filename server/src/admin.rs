@@ -91,7 +91,12 @@ fn shard_not_ready(s: &AdminState, shard: &Shard) -> Option<String> {
                     "leads but no quorum ack for {} ms (window {window_ms} ms)",
                     d.as_millis()
                 )),
-                None => Some("leads but has no quorum ack yet".into()),
+                // Just elected: ready while the election stays within the window since the
+                // last contact from the previous leader, as for a candidate below.
+                None => match shard.leader_contact.elapsed() {
+                    Some(d) if d <= s.contact_window => None,
+                    _ => Some("leads but has no quorum ack yet".into()),
+                },
             }
         }
         ServerState::Follower | ServerState::Candidate => {
