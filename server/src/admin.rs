@@ -78,6 +78,15 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         .into_response()
 }
 
+/// Whether this replica heard from a leader within the contact window: an election (or a
+/// just-won one awaiting its first quorum ack) is tolerated for that long.
+fn in_election_window(s: &AdminState, shard: &Shard) -> bool {
+    shard
+        .leader_contact
+        .elapsed()
+        .is_some_and(|d| d <= s.contact_window)
+}
+
 /// Why one shard is not ready, or `None` when it is.
 fn shard_not_ready(s: &AdminState, shard: &Shard) -> Option<String> {
     let m = shard.metrics();
@@ -93,10 +102,8 @@ fn shard_not_ready(s: &AdminState, shard: &Shard) -> Option<String> {
                 )),
                 // Just elected: ready while the election stays within the window since the
                 // last contact from the previous leader, as for a candidate below.
-                None => match shard.leader_contact.elapsed() {
-                    Some(d) if d <= s.contact_window => None,
-                    _ => Some("leads but has no quorum ack yet".into()),
-                },
+                None if in_election_window(s, shard) => None,
+                None => Some("leads but has no quorum ack yet".into()),
             }
         }
         ServerState::Follower | ServerState::Candidate => {
@@ -105,9 +112,9 @@ fn shard_not_ready(s: &AdminState, shard: &Shard) -> Option<String> {
                 // An election is under way: ready while it stays within the window since the
                 // last contact from a leader, so a node does not flap out of the load balancer
                 // while a shard re-elects.
+                _ if in_election_window(s, shard) => return None,
                 _ => {
                     return match shard.leader_contact.elapsed() {
-                        Some(d) if d <= s.contact_window => None,
                         Some(d) => Some(format!(
                             "no leader for {} ms (window {window_ms} ms)",
                             d.as_millis()
