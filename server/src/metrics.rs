@@ -3,7 +3,7 @@
 //! Request metrics are recorded as requests finish; per-shard and process gauges are refreshed
 //! from openraft's metrics and sled when `/metrics` is scraped, so they cost nothing between
 //! scrapes. Labels have bounded cardinality: `op` is one of five names, `code` one of gRPC's
-//! codes, `shard` one of `--shards`.
+//! codes, `shard` one of `--shards`, `transport` one of two.
 
 use std::time::Instant;
 
@@ -36,6 +36,7 @@ pub struct Metrics {
     waiters_per_flush: Histogram,
     pub batch_items: Histogram,
     pub forwarded: IntCounterVec,
+    pub raft_appends: IntCounterVec,
     pub inflight: IntGauge,
     shard_is_leader: IntGaugeVec,
     shard_term: IntGaugeVec,
@@ -171,6 +172,17 @@ impl Metrics {
                         "Requests this node forwarded to a shard leader, by effect (read or write).",
                     ),
                     &["effect"],
+                )?,
+            )?,
+            raft_appends: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_raft_appends_received_total",
+                        "AppendEntries requests this node received as a follower, by transport \
+                         (stream: pipelined replication; unary: heartbeats, older peers).",
+                    ),
+                    &["transport"],
                 )?,
             )?,
             inflight: register(

@@ -190,13 +190,15 @@ pub async fn run(
         router: router.clone(),
         peers: cfg.peers.clone(),
     });
+    let cancel = CancellationToken::new();
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
         self_id: cfg.id,
         shards: shards.clone(),
+        shutdown: cancel.clone(),
+        appends: metrics.raft_appends.clone(),
     };
 
-    let cancel = CancellationToken::new();
     let server_cancel = cancel.clone();
     // The server's own `tcp_nodelay` applies only to listeners it binds itself; sockets from a
     // listener we bound need it set here, or Nagle holds back the second small write of every

@@ -6,25 +6,29 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::Stream;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory, stream_append_sequential};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use ringkv_proto::pb::raft_client::RaftClient;
-use ringkv_proto::pb::{RaftRequest, SnapshotChunk, SnapshotHead, snapshot_chunk};
+use ringkv_proto::pb::{RaftReply, RaftRequest, SnapshotChunk, SnapshotHead, snapshot_chunk};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Streaming};
 
 use crate::codec::{decode, encode};
 use crate::network::Reply;
+use crate::network::append_stream;
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::snapshot::SnapshotFile;
 use crate::typ::{Node, NodeId, Snapshot, TypeConfig, Vote};
@@ -70,6 +74,9 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     purpose: Purpose,
+    /// Set once the target answered `AppendStream` with `Unimplemented` (an older version):
+    /// replication then uses unary appends.
+    stream_unsupported: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Copy)]
@@ -80,15 +87,15 @@ enum Method {
     TransferLeader,
 }
 
-fn unreachable(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
+pub(crate) fn unreachable(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
     RPCError::Unreachable(Unreachable::new(&e))
 }
 
-fn network(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
+pub(crate) fn network(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&e))
 }
 
-fn map_status(s: tonic::Status) -> RPCError<TypeConfig> {
+pub(crate) fn map_status(s: tonic::Status) -> RPCError<TypeConfig> {
     match s.code() {
         Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => network(s),
         _ => unreachable(s),
@@ -103,6 +110,7 @@ impl PeerClient {
             target,
             addr: node.addr.clone(),
             purpose,
+            stream_unsupported: Arc::default(),
         }
     }
 
@@ -153,6 +161,14 @@ impl PeerClient {
     }
 }
 
+/// Opens an `AppendStream` call; resolves once the follower's response headers arrive.
+async fn open_stream(
+    mut client: RaftClient<Channel>,
+    outbound: append_stream::OutboundStream,
+) -> Result<Streaming<RaftReply>, tonic::Status> {
+    client.append_stream(outbound).await.map(|r| r.into_inner())
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotFile;
 
@@ -162,6 +178,59 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(Method::Append, &rpc, option.hard_ttl()).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        // A heartbeat is a one-message stream: one unary call costs less than opening a stream.
+        if input.size_hint().1 == Some(1) || self.stream_unsupported.load(Ordering::Relaxed) {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let client = self.client()?;
+            let (cluster_id, shard_id, from, to) = (
+                self.ctx.cluster_id.clone(),
+                self.shard,
+                self.ctx.self_id,
+                self.target,
+            );
+            let envelope = move |payload: bytes::Bytes| RaftRequest {
+                cluster_id: cluster_id.clone(),
+                shard_id,
+                from,
+                to,
+                payload,
+            };
+            let (outbound, tracker) = append_stream::outbound(input, envelope);
+            let ttl = option.hard_ttl();
+            let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(s)) => {
+                    if s.code() == Code::Unimplemented {
+                        tracing::info!(
+                            target_node = to,
+                            "peer has no AppendStream; replicating with unary appends"
+                        );
+                        self.stream_unsupported.store(true, Ordering::Relaxed);
+                    }
+                    return Err(map_status(s));
+                }
+                Err(e) => return Err(network(e)),
+            };
+            Ok(append_stream::replies(inbound, tracker, ttl))
+        })
     }
 
     async fn vote(

@@ -5,8 +5,11 @@
 //!   stream never starves heartbeats.
 //! - [`client`]: openraft's `RaftNetworkV2` for one (target, shard): every message carries the
 //!   cluster id, shard id, sender and receiver; every call has a deadline.
+//! - [`append_stream`]: pipelined replication on one bidirectional stream per (leader, follower,
+//!   shard) session, both sides.
 //! - [`server`]: the `Raft` gRPC service, which checks the envelope before touching Raft.
 
+pub mod append_stream;
 pub mod client;
 pub mod pool;
 pub mod server;

@@ -1,19 +1,24 @@
 //! The receiving side of the Raft transport: the `Raft` gRPC service.
 //!
-//! Every call is checked before it reaches openraft: the cluster id must be ours, the receiver
-//! must be this node, and the shard must exist. A received snapshot is written to a temporary
+//! Every call, and every message of an append stream, is checked before it reaches openraft:
+//! the cluster id must be ours, the receiver must be this node, and the shard must exist. A received snapshot is written to a temporary
 //! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
 //! because openraft treats a bad snapshot as fatal.
 
+use std::sync::Arc;
+
+use futures::StreamExt;
 use openraft::raft::AppendEntriesResponse;
 use ringkv_proto::pb::raft_server::Raft as RaftRpc;
 use ringkv_proto::pb::{RaftReply, RaftRequest, SnapshotChunk, snapshot_chunk};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::{decode, encode};
 use crate::network::Reply;
+use crate::network::append_stream::{self, EnvelopeCheck, ReplyStream};
 use crate::shard::snapshot::{self, SnapshotFile};
 use crate::shard::{Shard, Shards};
 use crate::typ::{NodeId, Snapshot, SnapshotMeta, Vote};
@@ -25,6 +30,11 @@ pub struct RaftService {
     pub cluster_id: String,
     pub self_id: NodeId,
     pub shards: Shards,
+    /// Cancelled when the gRPC server shuts down: open append streams end then, so the
+    /// graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
+    /// `ringkv_raft_appends_received_total`, by transport.
+    pub appends: prometheus::IntCounterVec,
 }
 
 fn reply<T: Serialize, E: std::fmt::Display>(
@@ -42,18 +52,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(
 
 impl RaftService {
     fn check(&self, cluster_id: &str, shard_id: u32, to: NodeId) -> Result<&Shard, Status> {
-        if cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "wrong cluster id {cluster_id:?}: this node belongs to {:?}",
-                self.cluster_id
-            )));
-        }
-        if to != self.self_id {
-            return Err(Status::failed_precondition(format!(
-                "message for node {to} reached node {}",
-                self.self_id
-            )));
-        }
+        check_envelope(&self.cluster_id, self.self_id, cluster_id, to)?;
         self.shards
             .get(shard_id as usize)
             .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))
@@ -161,6 +160,22 @@ impl RaftService {
     }
 }
 
+/// `Err` unless a message for node `to` of cluster `cluster_id` belongs on node `self_id` of
+/// cluster `ours`.
+fn check_envelope(ours: &str, self_id: NodeId, cluster_id: &str, to: NodeId) -> Result<(), Status> {
+    if cluster_id != ours {
+        return Err(Status::failed_precondition(format!(
+            "wrong cluster id {cluster_id:?}: this node belongs to {ours:?}"
+        )));
+    }
+    if to != self_id {
+        return Err(Status::failed_precondition(format!(
+            "message for node {to} reached node {self_id}"
+        )));
+    }
+    Ok(())
+}
+
 fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
     let mut f = file
         .file
@@ -184,6 +199,7 @@ impl RaftRpc for RaftService {
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
+        self.appends.with_label_values(&["unary"]).inc();
         let result = shard.raft.append_entries(body).await;
         if matches!(
             result,
@@ -192,6 +208,39 @@ impl RaftRpc for RaftService {
             shard.leader_contact.touch();
         }
         reply(result)
+    }
+
+    type AppendStreamStream = ReplyStream;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let (ours, self_id, shards) = (self.cluster_id.clone(), self.self_id, self.shards.clone());
+        let received = self.appends.with_label_values(&["stream"]);
+        let open = move |first: &RaftRequest| {
+            check_envelope(&ours, self_id, &first.cluster_id, first.to)?;
+            let shard_id = first.shard_id;
+            let shard = shards
+                .get(shard_id as usize)
+                .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))?
+                .clone();
+            let check: EnvelopeCheck = Arc::new(move |m: &RaftRequest| {
+                received.inc();
+                check_envelope(&ours, self_id, &m.cluster_id, m.to)?;
+                if m.shard_id != shard_id {
+                    return Err(Status::invalid_argument(format!(
+                        "message for shard {} on the append stream of shard {shard_id}",
+                        m.shard_id
+                    )));
+                }
+                Ok(())
+            });
+            Ok((shard, check))
+        };
+        let stream = append_stream::serve(request.into_inner(), open)
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn transfer_leader(

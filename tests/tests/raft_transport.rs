@@ -1,0 +1,157 @@
+//! The Raft transport between real servers: replication travels on pipelined append streams
+//! (each follower's `ringkv_raft_appends_received_total{transport="stream"}` grows with
+//! writes), and an append stream whose messages do not belong on the node (wrong cluster id,
+//! wrong receiver, unknown shard, undecodable payload, no message at all) is refused with a
+//! clear status while the cluster keeps serving every acknowledged write.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_parse::{Scrape, Value};
+use ringkv_client::ReadConsistency;
+use ringkv_proto::pb::RaftRequest;
+use ringkv_proto::pb::raft_client::RaftClient;
+use ringkv_tests::{Cluster, http_get};
+use tonic::Code;
+
+const SHARDS: u32 = 4;
+const WRITES: usize = 200;
+
+/// `ringkv_raft_appends_received_total{transport}` on one node.
+async fn appends_received(cluster: &Cluster, id: u64, transport: &str) -> f64 {
+    let (code, body) = http_get(&cluster.admin_addr(id), "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "ringkv_raft_appends_received_total"
+                && s.labels.get("transport") == Some(transport)
+        })
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// Sends `messages` on one `AppendStream` to `addr` and returns the status that ended it.
+async fn refused(addr: &str, messages: Vec<RaftRequest>) -> tonic::Status {
+    let mut raft = RaftClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let call = tokio::time::timeout(
+        Duration::from_secs(10),
+        raft.append_stream(futures::stream::iter(messages)),
+    )
+    .await
+    .expect("the node answers an append stream within 10 s");
+    let mut replies = match call {
+        Err(status) => return status,
+        Ok(r) => r.into_inner(),
+    };
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), replies.message())
+            .await
+            .expect("the node ends a refused append stream within 10 s");
+        match next {
+            Err(status) => return status,
+            Ok(None) => panic!("the append stream ended without an error"),
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+fn envelope(cluster_id: &str, shard_id: u32, to: u64, payload: &[u8]) -> RaftRequest {
+    RaftRequest {
+        cluster_id: cluster_id.to_string(),
+        shard_id,
+        from: 2,
+        to,
+        payload: Bytes::copy_from_slice(payload),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_streams_and_foreign_append_streams_are_refused() {
+    let cluster = Cluster::start(3, SHARDS);
+    let leaders = cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .await
+        .expect("leaders");
+    let client = cluster.client();
+    for i in 0..WRITES {
+        client
+            .put(format!("stream:{i:03}"), format!("v{i}"))
+            .await
+            .expect("put");
+    }
+
+    // Every node that follows a shard got that shard's entries on a stream.
+    for id in 1..=3u64 {
+        if leaders.iter().all(|&l| l == id) {
+            continue;
+        }
+        let streamed = appends_received(&cluster, id, "stream").await;
+        assert!(
+            streamed > 0.0,
+            "node {id} follows a shard (leaders {leaders:?}) but received no append on a stream"
+        );
+    }
+
+    let addr = cluster.addr(1);
+    let cases: Vec<(&str, Vec<RaftRequest>, Code, &str)> = vec![
+        (
+            "wrong cluster id",
+            vec![envelope("someone-else", 0, 1, b"")],
+            Code::FailedPrecondition,
+            "wrong cluster id",
+        ),
+        (
+            "wrong receiver",
+            vec![envelope("ringkv", 0, 3, b"")],
+            Code::FailedPrecondition,
+            "reached node 1",
+        ),
+        (
+            "unknown shard",
+            vec![envelope("ringkv", SHARDS + 100, 1, b"")],
+            Code::InvalidArgument,
+            "unknown shard id",
+        ),
+        (
+            "undecodable payload",
+            vec![envelope("ringkv", 0, 1, b"\xc1 not messagepack")],
+            Code::InvalidArgument,
+            "bad payload",
+        ),
+        (
+            "no message",
+            vec![],
+            Code::InvalidArgument,
+            "empty append stream",
+        ),
+    ];
+    for (what, messages, code, text) in cases {
+        let status = refused(&addr, messages).await;
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+        assert!(
+            status.message().contains(text),
+            "{what}: expected {text:?} in {status:?}"
+        );
+    }
+
+    // Nothing was lost, and the cluster still takes writes.
+    client.put("stream:after", "x").await.expect("put after");
+    for i in 0..WRITES {
+        let got = client
+            .get(format!("stream:{i:03}"), ReadConsistency::Linearizable)
+            .await
+            .expect("get")
+            .map(|v| v.value);
+        assert_eq!(got, Some(Bytes::from(format!("v{i}"))), "key stream:{i:03}");
+    }
+}
