@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
@@ -76,7 +75,7 @@ pub struct PeerClient {
     purpose: Purpose,
     /// Set once the target answered `AppendStream` with `Unimplemented` (an older version):
     /// replication then uses unary appends.
-    stream_unsupported: Arc<AtomicBool>,
+    stream_unsupported: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -110,7 +109,7 @@ impl PeerClient {
             target,
             addr: node.addr.clone(),
             purpose,
-            stream_unsupported: Arc::default(),
+            stream_unsupported: false,
         }
     }
 
@@ -195,7 +194,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         // A heartbeat is a one-message stream: one unary call costs less than opening a stream.
-        if input.size_hint().1 == Some(1) || self.stream_unsupported.load(Ordering::Relaxed) {
+        if input.size_hint().1 == Some(1) || self.stream_unsupported {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
@@ -223,7 +222,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                             target_node = to,
                             "peer has no AppendStream; replicating with unary appends"
                         );
-                        self.stream_unsupported.store(true, Ordering::Relaxed);
+                        self.stream_unsupported = true;
                     }
                     return Err(map_status(s));
                 }

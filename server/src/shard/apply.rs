@@ -30,7 +30,7 @@ pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 const KEY_CLOCK: &[u8] = b"m:clock";
 pub const META_PREFIX: &[u8] = b"m:";
 pub const DATA_PREFIX: u8 = b'd';
-const DEDUP_PREFIX: u8 = b'c';
+pub const DEDUP_PREFIX: u8 = b'c';
 const WATERMARK_PREFIX: u8 = b'w';
 const RETIRED_PREFIX: u8 = b'r';
 
@@ -139,6 +139,9 @@ impl<'a> ApplyBatch<'a> {
         if let Some(value) = self.buffer.lookup(key)? {
             return Ok(value);
         }
+        if self.buffer.stored_holds(key)? == Some(false) {
+            return Ok(None);
+        }
         Ok(self
             .tree
             .get(key)
@@ -159,7 +162,8 @@ impl<'a> ApplyBatch<'a> {
         self.staged.write(key, None, false);
     }
 
-    /// Keys in `[start, end)` as seen through the staged writes and the buffer.
+    /// Keys in `[start, end)` as seen through the staged writes and the buffer (and the buffer's
+    /// index of stored keys, or else the tree).
     fn keys_in(&self, start: &[u8], end: &[u8]) -> io::Result<Vec<Vec<u8>>> {
         // The buffer before the tree: a background flush moves a layer from the one to the
         // other, and read in this order the layer is seen in at least one of them (read the
@@ -167,8 +171,13 @@ impl<'a> ApplyBatch<'a> {
         // flushes happen at other moments would remove different keys).
         let buffered = self.buffer.range(start, Some(end))?;
         let mut keys: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        for k in self.tree.range(start..end).keys() {
-            keys.insert(k.map_err(io::Error::other)?.to_vec(), true);
+        match self.buffer.stored_range(start, end)? {
+            Some(stored) => keys.extend(stored.into_iter().map(|k| (k, true))),
+            None => {
+                for k in self.tree.range(start..end).keys() {
+                    keys.insert(k.map_err(io::Error::other)?.to_vec(), true);
+                }
+            }
         }
         for (k, slot) in buffered.range(start, Some(end)) {
             keys.insert(k.clone(), slot.value.is_some());
@@ -500,72 +509,146 @@ mod tests {
         Ok(())
     }
 
+    /// A buffer that indexes the deduplication records `t` holds.
+    fn indexed_buffer(t: &sled::Tree) -> io::Result<WriteBuffer> {
+        let buffer = WriteBuffer::default();
+        let stored = t
+            .scan_prefix([DEDUP_PREFIX])
+            .keys()
+            .map(|k| k.map(|k| k.to_vec()).map_err(io::Error::other));
+        buffer.index_stored(DEDUP_PREFIX, stored)?;
+        Ok(buffer)
+    }
+
     #[test]
-    fn buffering_and_flush_points_do_not_change_the_outcome() -> io::Result<()> {
+    fn buffering_flush_points_and_the_dedup_index_do_not_change_the_outcome() -> io::Result<()> {
         // Two clients with several writes in flight (watermarks trail their sequences, so
-        // dedup records die in the staged layer, in the buffer and in the tree), puts, deletes
-        // and CAS on few keys; applied once per call straight to the tree, and through the
-        // buffer in calls of varied size with flushes at varied points.
-        let cmds: Vec<Command> = (0..400u64)
-            .map(|i| {
-                let client = 1 + i % 2;
-                let seq = 1 + i / 2;
-                let key = format!("k{}", i % 5);
-                let op = match i % 7 {
-                    3 => Op::Delete {
-                        key: Bytes::from(key),
-                    },
-                    5 => Op::Cas {
-                        key: Bytes::from(key),
-                        expected: Expected::Absent,
-                        new_value: Some(Bytes::from(format!("c{i}"))),
-                    },
-                    _ => put(&key, &format!("v{i}")),
-                };
-                cmd(client, seq, seq.saturating_sub(3).max(1), op)
-            })
-            .collect();
+        // dedup records die in the staged layer, in the buffer and in the tree), retries of
+        // writes still in flight (answered from their records wherever those live), puts,
+        // deletes and CAS on few keys; applied once per call straight to the tree, and through
+        // the buffer in calls of varied size with flushes at varied points, with and without
+        // the index of stored dedup records (rebuilt from the tree at some flush points, as a
+        // restart or a snapshot install does).
+        let mut cmds: Vec<Command> = Vec::new();
+        for i in 0..400u64 {
+            let client = 1 + i % 2;
+            let seq = 1 + i / 2;
+            let key = format!("k{}", i % 5);
+            let op = match i % 7 {
+                3 => Op::Delete {
+                    key: Bytes::from(key),
+                },
+                5 => Op::Cas {
+                    key: Bytes::from(key),
+                    expected: Expected::Absent,
+                    new_value: Some(Bytes::from(format!("c{i}"))),
+                },
+                _ => put(&key, &format!("v{i}")),
+            };
+            cmds.push(cmd(client, seq, seq.saturating_sub(3).max(1), op));
+            if i % 11 == 10 {
+                // The same client's previous write again: its record is not yet acknowledged.
+                let again = cmds[cmds.len() - 3].clone();
+                cmds.push(again);
+            }
+        }
         let (_d1, t1) = tree()?;
         let mut want = Vec::new();
         for (i, c) in cmds.iter().enumerate() {
             want.push(run(&t1, i as u64 + 1, c)?);
         }
-        for seed in [1u64, 7, 42] {
-            let (_d2, t2) = tree()?;
-            let buffer = WriteBuffer::default();
-            let mut got = Vec::new();
-            let mut rng = seed;
-            let mut next = || {
-                rng = rng
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                rng >> 33
-            };
-            let mut i = 0usize;
-            while i < cmds.len() {
-                let n = (1 + next() % 9) as usize;
-                let mut ab = ApplyBatch::new(&t2, &buffer);
-                for (j, c) in cmds.iter().enumerate().skip(i).take(n) {
-                    got.push(apply_command(&mut ab, j as u64 + 1, c)?);
+        let retried = cmds
+            .iter()
+            .zip(&want)
+            .enumerate()
+            .filter(|(i, (c, _))| {
+                cmds[..*i]
+                    .iter()
+                    .any(|p| p.client_id == c.client_id && p.sequence == c.sequence)
+            })
+            .count();
+        assert!(retried >= 30, "only {retried} retries");
+        for indexed in [false, true] {
+            for seed in [1u64, 7, 42] {
+                let (_d2, t2) = tree()?;
+                let mut buffer = if indexed {
+                    indexed_buffer(&t2)?
+                } else {
+                    WriteBuffer::default()
+                };
+                let mut got = Vec::new();
+                let mut rng = seed;
+                let mut next = || {
+                    rng = rng
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    rng >> 33
+                };
+                let mut i = 0usize;
+                let mut rebuilt = 0;
+                while i < cmds.len() {
+                    let n = (1 + next() % 9) as usize;
+                    let mut ab = ApplyBatch::new(&t2, &buffer);
+                    for (j, c) in cmds.iter().enumerate().skip(i).take(n) {
+                        got.push(apply_command(&mut ab, j as u64 + 1, c)?);
+                    }
+                    buffer.merge(ab.into_layer())?;
+                    if next() % 4 == 0 {
+                        flush(&t2, &buffer)?;
+                        if indexed && next() % 3 == 0 {
+                            buffer = indexed_buffer(&t2)?;
+                            rebuilt += 1;
+                        }
+                    }
+                    i += n;
                 }
-                buffer.merge(ab.into_layer())?;
-                if next() % 4 == 0 {
-                    flush(&t2, &buffer)?;
-                }
-                i += n;
+                flush(&t2, &buffer)?;
+                assert!(!indexed || rebuilt > 0, "seed {seed}: index never rebuilt");
+                assert_eq!(
+                    got, want,
+                    "responses differ (seed {seed}, indexed {indexed})"
+                );
+                let a: Vec<_> = t1
+                    .iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(io::Error::other)?;
+                let b: Vec<_> = t2
+                    .iter()
+                    .collect::<Result<_, _>>()
+                    .map_err(io::Error::other)?;
+                assert_eq!(a, b, "trees differ (seed {seed}, indexed {indexed})");
             }
-            flush(&t2, &buffer)?;
-            assert_eq!(got, want, "responses differ (seed {seed})");
-            let a: Vec<_> = t1
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(io::Error::other)?;
-            let b: Vec<_> = t2
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(io::Error::other)?;
-            assert_eq!(a, b, "trees differ (seed {seed})");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_dedup_index_answers_for_records_in_the_tree_only() -> io::Result<()> {
+        // A record flushed to the tree is found through the index; one deleted in a later
+        // flush is gone from it; keys outside the prefix are never answered by the index.
+        let (_d, t) = tree()?;
+        let buffer = indexed_buffer(&t)?;
+        let first = cmd(9, 1, 0, put("a", "1"));
+        let mut ab = ApplyBatch::new(&t, &buffer);
+        let r1 = apply_command(&mut ab, 1, &first)?;
+        buffer.merge(ab.into_layer())?;
+        flush(&t, &buffer)?;
+        assert_eq!(buffer.stored_holds(&dedup_key(9, 1))?, Some(true));
+        assert_eq!(buffer.stored_holds(&dedup_key(9, 2))?, Some(false));
+        assert_eq!(buffer.stored_holds(&data_key(b"a"))?, None);
+        // The retry is answered from the tree's record.
+        let mut ab = ApplyBatch::new(&t, &buffer);
+        assert_eq!(apply_command(&mut ab, 2, &first)?, r1);
+        // Acknowledging sequence 1 deletes its record; once flushed, the index forgets it.
+        apply_command(&mut ab, 3, &cmd(9, 2, 2, put("b", "2")))?;
+        buffer.merge(ab.into_layer())?;
+        flush(&t, &buffer)?;
+        assert_eq!(buffer.stored_holds(&dedup_key(9, 1))?, Some(false));
+        assert!(t.get(dedup_key(9, 1)).map_err(io::Error::other)?.is_none());
+        assert_eq!(
+            buffer.stored_range(&dedup_key(9, 0), &dedup_key(9, u64::MAX))?,
+            Some(vec![dedup_key(9, 2).to_vec()])
+        );
         Ok(())
     }
 

@@ -18,10 +18,13 @@
 //!   other is flushing, so the layers over sled always equal the applied state.
 //! - A slot marked `fresh` holds a key that no older layer nor sled held when the slot was
 //!   created; deleting it drops the slot instead of leaving a tombstone.
+//! - The index of stored keys (deduplication records), when present, equals the tree's keys of
+//!   its prefix as they will be once the flushing layer is written: it is built from the tree
+//!   with nothing flushing, and changed only when a layer is frozen, by that layer's slots.
 //! - Raft log entries are purged only after a snapshot, and a snapshot first drains the buffer
 //!   into sled, so every buffered write can still be re-applied from the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -126,11 +129,24 @@ fn poisoned() -> io::Error {
     io::Error::other("state machine buffer lock poisoned")
 }
 
+/// Which keys of one prefix the tree holds, kept exactly so that a lookup of such a key that
+/// misses the buffer need not ask sled. For deduplication records: nearly every write looks up
+/// a record that does not exist (its own, before executing) and scans the records it may now
+/// delete, and a sled lookup or scan costs a tree descent; the records that reach sled at all
+/// are few (most are created and deleted inside the buffer).
+struct StoredIndex {
+    prefix: u8,
+    /// The prefix's keys in the tree as it will be once the `flushing` layer is written.
+    keys: BTreeSet<Vec<u8>>,
+}
+
 /// The two buffered layers of one shard (see the module note).
 #[derive(Default)]
 pub struct WriteBuffer {
     active: RwLock<Layer>,
     flushing: Mutex<Option<Arc<Layer>>>,
+    /// `None`: not indexed (every miss asks sled).
+    index: Mutex<Option<StoredIndex>>,
 }
 
 impl WriteBuffer {
@@ -144,6 +160,54 @@ impl WriteBuffer {
 
     fn flushing(&self) -> io::Result<MutexGuard<'_, Option<Arc<Layer>>>> {
         self.flushing.lock().map_err(|_| poisoned())
+    }
+
+    fn index(&self) -> io::Result<MutexGuard<'_, Option<StoredIndex>>> {
+        self.index.lock().map_err(|_| poisoned())
+    }
+
+    /// Starts indexing the keys that begin with `prefix`: `stored` must be every such key the
+    /// tree holds now, with nothing frozen or being flushed (at open, after an install).
+    pub fn index_stored(
+        &self,
+        prefix: u8,
+        stored: impl IntoIterator<Item = io::Result<Vec<u8>>>,
+    ) -> io::Result<()> {
+        let keys = stored.into_iter().collect::<io::Result<BTreeSet<_>>>()?;
+        if keys.iter().any(|k| k.first() != Some(&prefix)) {
+            return Err(io::Error::other("indexed key outside its prefix"));
+        }
+        *self.index()? = Some(StoredIndex { prefix, keys });
+        Ok(())
+    }
+
+    /// `Some(held)` when `key` is indexed: whether the tree holds it (once the flushing layer
+    /// is written; the caller has asked the buffer first). `None`: ask the tree.
+    pub fn stored_holds(&self, key: &[u8]) -> io::Result<Option<bool>> {
+        Ok(match &*self.index()? {
+            Some(ix) if key.first() == Some(&ix.prefix) => Some(ix.keys.contains(key)),
+            _ => None,
+        })
+    }
+
+    /// `Some(keys)` when `[start, end)` lies inside the indexed prefix: the tree's keys in it
+    /// (as [`stored_holds`](Self::stored_holds)). `None`: ask the tree.
+    pub fn stored_range(&self, start: &[u8], end: &[u8]) -> io::Result<Option<Vec<Vec<u8>>>> {
+        Ok(match &*self.index()? {
+            Some(ix)
+                if start.first() == Some(&ix.prefix)
+                    && end.first() == Some(&ix.prefix)
+                    && start <= end =>
+            {
+                Some(
+                    ix.keys
+                        .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                        .cloned()
+                        .collect(),
+                )
+            }
+            _ => None,
+        })
     }
 
     /// The buffered state of `key`: `None` if no layer holds it (ask sled), else its value or
@@ -204,6 +268,17 @@ impl WriteBuffer {
             return Ok(None);
         }
         let layer = Arc::new(std::mem::take(&mut *active));
+        // The index describes the tree with this layer written: a key the layer holds is read
+        // from the layer until then, and the index answers only after the buffer missed.
+        if let Some(ix) = &mut *self.index()? {
+            let end = ix.prefix.checked_add(1).map(|e| [e]);
+            for (k, slot) in layer.range(&[ix.prefix], end.as_ref().map(|e| e.as_slice())) {
+                match slot.value {
+                    Some(_) => ix.keys.insert(k.clone()),
+                    None => ix.keys.remove(k),
+                };
+            }
+        }
         *flushing = Some(layer.clone());
         Ok(Some(layer))
     }
@@ -214,10 +289,12 @@ impl WriteBuffer {
         Ok(())
     }
 
-    /// Forgets every buffered write (a snapshot install replaced the whole state).
+    /// Forgets every buffered write and the index (a snapshot install replaced the whole
+    /// state; [`index_stored`](Self::index_stored) indexes the new tree).
     pub fn clear(&self) -> io::Result<()> {
         *self.active_mut()? = Layer::default();
         *self.flushing()? = None;
+        *self.index()? = None;
         Ok(())
     }
 }

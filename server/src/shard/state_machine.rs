@@ -38,7 +38,7 @@ use openraft::{EntryPayload, OptionalSend};
 
 use crate::codec::{decode, encode};
 use crate::shard::apply::{
-    self, ApplyBatch, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
+    self, ApplyBatch, DEDUP_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
 };
 use crate::shard::buffer::{Layer, WriteBuffer, overlay};
 use crate::shard::command::{CommandResponse, Versioned};
@@ -108,6 +108,15 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Indexes the deduplication records `tree` holds in `buffer` (nothing may be buffered).
+fn index_dedup(buffer: &WriteBuffer, tree: &sled::Tree) -> io::Result<()> {
+    let stored = tree
+        .scan_prefix([DEDUP_PREFIX])
+        .keys()
+        .map(|k| k.map(|k| k.to_vec()).map_err(sled_err));
+    buffer.index_stored(DEDUP_PREFIX, stored)
+}
+
 fn tree_name(shard: u32, generation: u64) -> String {
     format!("sm/{shard}/{generation}")
 }
@@ -138,6 +147,8 @@ impl StateMachine {
             }
         }
         let tree = db.open_tree(&live_name).map_err(sled_err)?;
+        let buffer = WriteBuffer::default();
+        index_dedup(&buffer, &tree)?;
         std::fs::create_dir_all(&snap_dir)?;
         Ok(StateMachine {
             inner: Arc::new(Inner {
@@ -152,7 +163,7 @@ impl StateMachine {
                 observers: OnceLock::new(),
                 cut: Mutex::new(None),
                 dumping: Arc::new(tokio::sync::Mutex::new(())),
-                buffer: WriteBuffer::default(),
+                buffer,
                 flush_task: Mutex::new(None),
             }),
         })
@@ -402,6 +413,7 @@ impl StateMachine {
             *live = (new_gen, tree);
             // Writes buffered for the old generation are superseded by the snapshot.
             self.inner.buffer.clear()?;
+            index_dedup(&self.inner.buffer, &live.1)?;
         }
         drop(old_tree);
         self.inner
