@@ -89,16 +89,8 @@ pub fn serve(
         // after the replies to the requests before it.
         let failure: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
         let input_failure = failure.clone();
-        let rest = futures::stream::unfold(Some(inbound), |inbound| async move {
-            let mut inbound = inbound?;
-            match inbound.message().await {
-                Ok(Some(m)) => Some((Ok(m), Some(inbound))),
-                Ok(None) => None,
-                Err(s) => Some((Err(s), None)),
-            }
-        });
         let input = futures::stream::iter([Ok(first)])
-            .chain(rest)
+            .chain(inbound)
             .map(move |m| {
                 let m = m?;
                 check(&m)?;
@@ -151,43 +143,36 @@ fn error_stream(s: Status) -> ReplyStream {
 // Leader side.
 
 /// Counts the requests handed to the transport, so the reply side knows when one is owed.
+#[derive(Default)]
 pub struct Tracker {
-    sent: Arc<AtomicU64>,
-    sent_notify: Arc<Notify>,
-    encode_failed: Arc<AtomicBool>,
+    sent: AtomicU64,
+    sent_notify: Notify,
+    encode_failed: AtomicBool,
 }
 
 /// The messages to send for `input`, each wrapped by `envelope`, and their tracker.
 pub fn outbound<S>(
     input: S,
     envelope: impl Fn(bytes::Bytes) -> RaftRequest + Send + 'static,
-) -> (OutboundStream, Tracker)
+) -> (OutboundStream, Arc<Tracker>)
 where
     S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
 {
-    let tracker = Tracker {
-        sent: Arc::new(AtomicU64::new(0)),
-        sent_notify: Arc::new(Notify::new()),
-        encode_failed: Arc::new(AtomicBool::new(false)),
-    };
-    let (s, n, f) = (
-        tracker.sent.clone(),
-        tracker.sent_notify.clone(),
-        tracker.encode_failed.clone(),
-    );
+    let tracker = Arc::new(Tracker::default());
+    let (t1, t2) = (tracker.clone(), tracker.clone());
     let messages = input
         .map(move |req| encode(&req).map(|p| envelope(p.into())))
         .take_while(move |r| {
             if r.is_err() {
-                f.store(true, Ordering::Release);
+                t1.encode_failed.store(true, Ordering::Release);
             }
             futures::future::ready(r.is_ok())
         })
         .filter_map(move |r| {
             let m = r.ok();
             if m.is_some() {
-                s.fetch_add(1, Ordering::AcqRel);
-                n.notify_one();
+                t2.sent.fetch_add(1, Ordering::AcqRel);
+                t2.sent_notify.notify_one();
             }
             futures::future::ready(m)
         });
@@ -198,14 +183,12 @@ where
 /// while a request is unanswered.
 pub fn replies(
     inbound: Streaming<RaftReply>,
-    tracker: Tracker,
+    tracker: Arc<Tracker>,
     reply_ttl: Duration,
 ) -> ResultStream<'static> {
     let state = Receiver {
         inbound,
-        sent: tracker.sent,
-        sent_notify: tracker.sent_notify,
-        encode_failed: tracker.encode_failed,
+        tracker,
         received: 0,
         reply_ttl,
         done: false,
@@ -215,9 +198,7 @@ pub fn replies(
 
 struct Receiver {
     inbound: Streaming<RaftReply>,
-    sent: Arc<AtomicU64>,
-    sent_notify: Arc<Notify>,
-    encode_failed: Arc<AtomicBool>,
+    tracker: Arc<Tracker>,
     received: u64,
     reply_ttl: Duration,
     done: bool,
@@ -231,7 +212,7 @@ impl Receiver {
             return None;
         }
         loop {
-            let outstanding = self.sent.load(Ordering::Acquire) > self.received;
+            let outstanding = self.tracker.sent.load(Ordering::Acquire) > self.received;
             let message = if outstanding {
                 match tokio::time::timeout(self.reply_ttl, self.inbound.message()).await {
                     Ok(m) => m,
@@ -246,7 +227,7 @@ impl Receiver {
             } else {
                 tokio::select! {
                     m = self.inbound.message() => m,
-                    _ = self.sent_notify.notified() => continue,
+                    _ = self.tracker.sent_notify.notified() => continue,
                 }
             };
             return match message {
@@ -258,9 +239,9 @@ impl Receiver {
                         Err(e) => self.fail(network(e)),
                     }
                 }
-                Ok(None) if self.encode_failed.load(Ordering::Acquire) => self.fail(network(
-                    std::io::Error::other("could not encode an append request"),
-                )),
+                Ok(None) if self.tracker.encode_failed.load(Ordering::Acquire) => self.fail(
+                    network(std::io::Error::other("could not encode an append request")),
+                ),
                 Ok(None) => None,
                 Err(status) => self.fail(map_status(status)),
             };
