@@ -509,6 +509,11 @@ mod tests {
         Ok(())
     }
 
+    /// Every record of `t`, in key order.
+    fn contents(t: &sled::Tree) -> io::Result<Vec<(sled::IVec, sled::IVec)>> {
+        t.iter().collect::<Result<_, _>>().map_err(io::Error::other)
+    }
+
     /// A buffer that indexes the deduplication records `t` holds.
     fn indexed_buffer(t: &sled::Tree) -> io::Result<WriteBuffer> {
         let buffer = WriteBuffer::default();
@@ -608,15 +613,11 @@ mod tests {
                     got, want,
                     "responses differ (seed {seed}, indexed {indexed})"
                 );
-                let a: Vec<_> = t1
-                    .iter()
-                    .collect::<Result<_, _>>()
-                    .map_err(io::Error::other)?;
-                let b: Vec<_> = t2
-                    .iter()
-                    .collect::<Result<_, _>>()
-                    .map_err(io::Error::other)?;
-                assert_eq!(a, b, "trees differ (seed {seed}, indexed {indexed})");
+                assert_eq!(
+                    contents(&t1)?,
+                    contents(&t2)?,
+                    "trees differ (seed {seed}, indexed {indexed})"
+                );
             }
         }
         Ok(())
@@ -677,15 +678,7 @@ mod tests {
         }
         t2.apply_batch(ab.into_layer().to_batch())
             .map_err(io::Error::other)?;
-        let a: Vec<_> = t1
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(io::Error::other)?;
-        let b: Vec<_> = t2
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(io::Error::other)?;
-        assert_eq!(a, b);
+        assert_eq!(contents(&t1)?, contents(&t2)?);
         Ok(())
     }
 }
