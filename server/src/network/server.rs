@@ -53,9 +53,7 @@ fn reply<T: Serialize, E: std::fmt::Display>(
 impl RaftService {
     fn check(&self, cluster_id: &str, shard_id: u32, to: NodeId) -> Result<&Shard, Status> {
         check_envelope(&self.cluster_id, self.self_id, cluster_id, to)?;
-        self.shards
-            .get(shard_id as usize)
-            .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))
+        find_shard(&self.shards, shard_id)
     }
 
     fn open<T: serde::de::DeserializeOwned>(
@@ -160,6 +158,12 @@ impl RaftService {
     }
 }
 
+fn find_shard(shards: &Shards, shard_id: u32) -> Result<&Shard, Status> {
+    shards
+        .get(shard_id as usize)
+        .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))
+}
+
 /// `Err` unless a message for node `to` of cluster `cluster_id` belongs on node `self_id` of
 /// cluster `ours`.
 fn check_envelope(ours: &str, self_id: NodeId, cluster_id: &str, to: NodeId) -> Result<(), Status> {
@@ -221,10 +225,7 @@ impl RaftRpc for RaftService {
         let open = move |first: &RaftRequest| {
             check_envelope(&ours, self_id, &first.cluster_id, first.to)?;
             let shard_id = first.shard_id;
-            let shard = shards
-                .get(shard_id as usize)
-                .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))?
-                .clone();
+            let shard = find_shard(&shards, shard_id)?.clone();
             let check: EnvelopeCheck = Arc::new(move |m: &RaftRequest| {
                 received.inc();
                 check_envelope(&ours, self_id, &m.cluster_id, m.to)?;

@@ -30,7 +30,7 @@ pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 const KEY_CLOCK: &[u8] = b"m:clock";
 pub const META_PREFIX: &[u8] = b"m:";
 pub const DATA_PREFIX: u8 = b'd';
-pub const DEDUP_PREFIX: u8 = b'c';
+const DEDUP_PREFIX: u8 = b'c';
 const WATERMARK_PREFIX: u8 = b'w';
 const RETIRED_PREFIX: u8 = b'r';
 
@@ -113,6 +113,16 @@ fn pair_bytes(a: u64, b: u64) -> [u8; 16] {
     out[..8].copy_from_slice(&a.to_be_bytes());
     out[8..].copy_from_slice(&b.to_be_bytes());
     out
+}
+
+/// Indexes the deduplication records `tree` holds in `buffer` (nothing may be buffered): at
+/// open and after a snapshot install.
+pub fn index_dedup(buffer: &WriteBuffer, tree: &sled::Tree) -> io::Result<()> {
+    let stored = tree
+        .scan_prefix([DEDUP_PREFIX])
+        .keys()
+        .map(|k| k.map(|k| k.to_vec()).map_err(io::Error::other));
+    buffer.index_stored(DEDUP_PREFIX, stored)
 }
 
 /// One apply call's staged writes, readable by later commands of the same call, over the
@@ -517,11 +527,7 @@ mod tests {
     /// A buffer that indexes the deduplication records `t` holds.
     fn indexed_buffer(t: &sled::Tree) -> io::Result<WriteBuffer> {
         let buffer = WriteBuffer::default();
-        let stored = t
-            .scan_prefix([DEDUP_PREFIX])
-            .keys()
-            .map(|k| k.map(|k| k.to_vec()).map_err(io::Error::other));
-        buffer.index_stored(DEDUP_PREFIX, stored)?;
+        index_dedup(&buffer, t)?;
         Ok(buffer)
     }
 
@@ -564,9 +570,8 @@ mod tests {
         }
         let retried = cmds
             .iter()
-            .zip(&want)
             .enumerate()
-            .filter(|(i, (c, _))| {
+            .filter(|(i, c)| {
                 cmds[..*i]
                     .iter()
                     .any(|p| p.client_id == c.client_id && p.sequence == c.sequence)

@@ -38,7 +38,7 @@ use openraft::{EntryPayload, OptionalSend};
 
 use crate::codec::{decode, encode};
 use crate::shard::apply::{
-    self, ApplyBatch, DEDUP_PREFIX, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
+    self, ApplyBatch, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
 };
 use crate::shard::buffer::{Layer, WriteBuffer, overlay};
 use crate::shard::command::{CommandResponse, Versioned};
@@ -108,15 +108,6 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Indexes the deduplication records `tree` holds in `buffer` (nothing may be buffered).
-fn index_dedup(buffer: &WriteBuffer, tree: &sled::Tree) -> io::Result<()> {
-    let stored = tree
-        .scan_prefix([DEDUP_PREFIX])
-        .keys()
-        .map(|k| k.map(|k| k.to_vec()).map_err(sled_err));
-    buffer.index_stored(DEDUP_PREFIX, stored)
-}
-
 fn tree_name(shard: u32, generation: u64) -> String {
     format!("sm/{shard}/{generation}")
 }
@@ -148,7 +139,7 @@ impl StateMachine {
         }
         let tree = db.open_tree(&live_name).map_err(sled_err)?;
         let buffer = WriteBuffer::default();
-        index_dedup(&buffer, &tree)?;
+        apply::index_dedup(&buffer, &tree)?;
         std::fs::create_dir_all(&snap_dir)?;
         Ok(StateMachine {
             inner: Arc::new(Inner {
@@ -413,7 +404,7 @@ impl StateMachine {
             *live = (new_gen, tree);
             // Writes buffered for the old generation are superseded by the snapshot.
             self.inner.buffer.clear()?;
-            index_dedup(&self.inner.buffer, &live.1)?;
+            apply::index_dedup(&self.inner.buffer, &live.1)?;
         }
         drop(old_tree);
         self.inner
