@@ -32,6 +32,9 @@ pub struct AdminState {
     pub shards: Shards,
     pub db: sled::Db,
     pub cluster: Arc<ClusterService>,
+    /// `/health` answers 503 once storage failed.
+    pub storage: crate::storage::health::StorageHealth,
+    pub wal: crate::storage::wal::Wal,
     /// A leader or follower silent for longer than this is not ready.
     pub contact_window: Duration,
     pub ready_lag_entries_max: u64,
@@ -46,13 +49,25 @@ pub async fn serve(
     let app = Router::new()
         .route("/", get(dashboard))
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/status", get(status))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
+}
+
+/// `ok`, or 503 naming the storage failure that is stopping this node.
+async fn health(State(s): State<Arc<AdminState>>) -> Response {
+    match s.storage.failure() {
+        None => "ok\n".into_response(),
+        Some(f) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage failed: {f}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// The dashboard: one static page that polls `/status`, `/metrics` and `/ready`.
@@ -67,7 +82,11 @@ async fn dashboard() -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    let body = s.metrics.render(&s.shards, &s.db);
+    let storage = crate::metrics::StorageView {
+        wal: &s.wal,
+        health: &s.storage,
+    };
+    let body = s.metrics.render(&s.shards, &s.db, &storage);
     (
         [(
             header::CONTENT_TYPE,

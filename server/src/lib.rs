@@ -22,6 +22,7 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod readmit;
 pub mod restore;
 pub mod router;
 pub mod service;

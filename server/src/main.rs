@@ -143,8 +143,15 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // Blocking threads (sled, the log writer) get a bounded time to finish; a node stopping
+    // because storage failed must not hang on them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(code) => std::process::ExitCode::from(code),
+        Err(e) if e.is::<ringkv_server::storage::health::StorageFailed>() => {
+            eprintln!("ringkv-server: {e:#}");
+            std::process::ExitCode::from(ringkv_server::storage::health::StorageFailed::EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("ringkv-server: {e:#}");
             std::process::ExitCode::from(1)

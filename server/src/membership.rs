@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
-use openraft::{BasicNode, ChangeMembers, Precondition, ServerState};
+use openraft::{ChangeMembers, Precondition, ServerState};
 
 use crate::config::is_host_port;
 use crate::service::error::KvError;
 use crate::shard::Shard;
-use crate::shard::command::{Command, Op, now_ms};
-use crate::typ::{NodeId, RaftMetrics, TypeConfig};
+use crate::shard::command::{Command, Op};
+use crate::typ::{Node, NodeId, RaftMetrics, TypeConfig};
 
 /// A learner is promoted once its log is at most this many entries behind the leader's.
 pub const CATCH_UP_LAG_ENTRIES: u64 = 64;
@@ -164,9 +164,8 @@ pub async fn add(
         )));
     }
     if !membership.learner_ids().any(|v| v == node_id) {
-        let node = BasicNode {
-            addr: addr.to_string(),
-        };
+        // Its incarnation is recorded once it has caught up as a voter (`readmit`).
+        let node = Node::new(addr, 0);
         let r = match bounded(
             "adding the learner",
             shard.raft.add_learner(node_id, node, false),
@@ -216,7 +215,7 @@ async fn guarded_change(
     shard: &Shard,
     self_id: NodeId,
     m: &RaftMetrics,
-    change: ChangeMembers<NodeId, BasicNode>,
+    change: ChangeMembers<NodeId, Node>,
     done: String,
 ) -> Result<Step, KvError> {
     let pre = Precondition::LastMembershipLogId {
@@ -280,7 +279,9 @@ pub async fn remove(shard: &Shard, self_id: NodeId, node_id: NodeId) -> Result<S
             client_id: 0,
             sequence: 0,
             acked_below: 0,
-            stamped_ms: now_ms(),
+            stamped_ms: shard
+                .stamp_ms()
+                .map_err(|e| KvError::Internal(e.to_string()))?,
             op: Op::Retire { node_id },
         };
         match bounded("retiring the id", shard.raft.client_write(cmd)).await {

@@ -22,6 +22,12 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// The node-wide storage the metrics read.
+pub struct StorageView<'a> {
+    pub wal: &'a crate::storage::wal::Wal,
+    pub health: &'a crate::storage::health::StorageHealth,
+}
+
 /// The node's metrics registry and handles.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +57,11 @@ pub struct Metrics {
     shard_snapshots_built: IntGaugeVec,
     shard_snapshots_installed: IntGaugeVec,
     sled_disk_bytes: IntGauge,
+    wal_bytes: IntGauge,
+    wal_segments: IntGauge,
+    wal_rewrites: IntGauge,
+    shard_wal_segments_pinned: IntGaugeVec,
+    storage_failed: IntGauge,
     process_resident_bytes: IntGauge,
     scrapes: IntCounter,
 }
@@ -252,6 +263,36 @@ impl Metrics {
                 &r,
                 IntGauge::new("ringkv_sled_disk_bytes", "Bytes sled occupies on disk.")?,
             )?,
+            wal_bytes: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_wal_bytes",
+                    "Bytes of the write-ahead log's segment files (the current one as reserved).",
+                )?,
+            )?,
+            wal_segments: register(
+                &r,
+                IntGauge::new("ringkv_wal_segments", "Write-ahead log segment files.")?,
+            )?,
+            wal_rewrites: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_wal_rewrites_total",
+                    "Times a shard's live entries were copied forward so an old segment could go.",
+                )?,
+            )?,
+            shard_wal_segments_pinned: shard_gauge(
+                &r,
+                "ringkv_shard_wal_segments_pinned",
+                "Write-ahead log segments this shard keeps from removal (entries not yet purged or copied forward).",
+            )?,
+            storage_failed: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_storage_failed",
+                    "1 once a write or sync of durable state failed (the node then stops).",
+                )?,
+            )?,
             process_resident_bytes: register(
                 &r,
                 IntGauge::new(
@@ -311,8 +352,14 @@ impl Metrics {
     }
 
     /// Refreshes the gauges and renders every metric in Prometheus text format.
-    pub fn render(&self, shards: &Shards, db: &sled::Db) -> String {
+    pub fn render(&self, shards: &Shards, db: &sled::Db, storage: &StorageView<'_>) -> String {
         self.scrapes.inc();
+        let wal = storage.wal.stats();
+        self.wal_bytes.set(wal.bytes as i64);
+        self.wal_segments.set(wal.segments as i64);
+        self.wal_rewrites.set(wal.rewrites as i64);
+        self.storage_failed
+            .set(i64::from(storage.health.failure().is_some()));
         for shard in shards.iter() {
             let m = shard.metrics();
             let label = shard.id.to_string();
@@ -357,6 +404,10 @@ impl Metrics {
             self.shard_snapshots_installed
                 .with_label_values(&l)
                 .set(installed as i64);
+            let pinned = wal.segments_pinned.get(&shard.id).copied().unwrap_or(0);
+            self.shard_wal_segments_pinned
+                .with_label_values(&l)
+                .set(pinned as i64);
         }
         if let Ok(bytes) = db.size_on_disk() {
             self.sled_disk_bytes.set(bytes as i64);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use openraft::{ServerState, SnapshotPolicy};
 use ringkv_proto::pb::cluster_server::ClusterServer;
 use ringkv_proto::pb::kv_server::KvServer;
 use ringkv_proto::pb::raft_server::RaftServer;
@@ -29,7 +29,7 @@ use crate::identity;
 use crate::metrics::Metrics;
 use crate::network::client::{NetContext, NetworkFactory};
 use crate::network::pool::ChannelPool;
-use crate::network::server::RaftService;
+use crate::network::server::{RaftService, VoterCheck};
 use crate::router::Router;
 use crate::service::cluster::ClusterService;
 use crate::service::kv::KvService;
@@ -37,8 +37,9 @@ use crate::shard::log_store::LogStore;
 use crate::shard::state_machine::StateMachine;
 use crate::shard::{Shard, Shards};
 use crate::storage::flush::FlushCoordinator;
+use crate::storage::health::StorageHealth;
 use crate::storage::wal::Wal;
-use crate::typ::Raft;
+use crate::typ::{Node, Raft};
 
 /// gRPC messages (Raft appends, forwarded scans) are capped at this.
 const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -105,6 +106,7 @@ async fn open_shards(
             raft,
             sm,
             leader_contact: Arc::default(),
+            clock: Arc::default(),
         });
     }
     Ok(Arc::new(shards))
@@ -137,9 +139,17 @@ pub async fn run(
         None => None,
     };
     crate::join::discover(&mut cfg).await?;
-    let fresh = identity::check_or_create(&cfg.data_dir, &cfg)?;
+    let opened = identity::check_or_create(&cfg.data_dir, &cfg)?;
+    let fresh = opened.fresh;
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
-        data_dir = %cfg.data_dir.display(), fresh, "starting node");
+        data_dir = %cfg.data_dir.display(), fresh, incarnation = %format!("{:016x}", opened.incarnation),
+        "starting node");
+    if fresh && cfg.join.is_none() {
+        tracing::info!(
+            "new data directory: if this node id was a member before (a lost or replaced disk), \
+            it does not vote until the cluster has re-admitted it after it caught up"
+        );
+    }
     tracing::info!(config = ?cfg, "effective configuration");
     let db_dir = cfg.data_dir.join("db");
     let db = sled::Config::new()
@@ -149,9 +159,10 @@ pub async fn run(
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
     refuse_sled_log_layout(&db)?;
-    let flush = FlushCoordinator::start(db.clone(), &db_dir)?;
+    let health = StorageHealth::default();
+    let flush = FlushCoordinator::start(db.clone(), &db_dir, &health)?;
     let wal_dir = cfg.data_dir.join("wal");
-    let wal = Wal::open(&wal_dir)
+    let wal = Wal::open(&wal_dir, &health)
         .with_context(|| format!("opening the write-ahead log at {}", wal_dir.display()))?;
     let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
     let ctx = Arc::new(NetContext {
@@ -161,6 +172,10 @@ pub async fn run(
         message_bytes_max: MESSAGE_BYTES_MAX,
     });
     let shards = open_shards(&cfg, &db, &flush, &wal, &ctx).await?;
+    // Every directory the first start created (db/, wal/, snap/<shard>/) must survive a power
+    // cut along with ringkv.json.
+    crate::storage::dirs::sync_tree(&cfg.data_dir, 2)
+        .with_context(|| format!("syncing the directories of {}", cfg.data_dir.display()))?;
     let router = Arc::new(Router {
         self_id: cfg.id,
         ring: Ring::new(cfg.shards, cfg.ring_vnodes),
@@ -189,11 +204,16 @@ pub async fn run(
         cluster_id: cfg.cluster_id.clone(),
         router: router.clone(),
         peers: cfg.peers.clone(),
+        incarnation: opened.incarnation,
     });
     let cancel = CancellationToken::new();
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
         self_id: cfg.id,
+        voter: VoterCheck {
+            incarnation: opened.incarnation,
+            accepts_unrecorded: opened.accepts_unrecorded,
+        },
         shards: shards.clone(),
         shutdown: cancel.clone(),
         appends: metrics.raft_appends.clone(),
@@ -232,6 +252,8 @@ pub async fn run(
                 shards: shards.clone(),
                 db: db.clone(),
                 cluster,
+                storage: health.clone(),
+                wal: wal.clone(),
                 // Longer than an election, so followers of a shard whose leader vanished stay
                 // ready while a new one is chosen. With pre-vote, a follower only starts an
                 // election once its own lease has run out and a peer's has too, so re-election
@@ -243,15 +265,44 @@ pub async fn run(
         }
         None => None,
     };
-    bootstrap(&cfg, &shards).await?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A new cluster's first node waits for its peers here; a stop request still ends it.
+    let stopped_early = tokio::select! {
+        r = bootstrap(&cfg, &shards, &router.pool, opened.incarnation) => {
+            r?;
+            false
+        }
+        () = &mut shutdown => true,
+    };
     let balancer = tokio::spawn(balancer::run(cfg.id, shards.clone(), cancel.clone()));
+    let readmit = tokio::spawn(crate::readmit::run(
+        cfg.id,
+        cfg.cluster_id.clone(),
+        opened.incarnation,
+        shards.clone(),
+        router.pool.clone(),
+        cancel.clone(),
+    ));
     let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(
         cfg.id,
         shards.clone(),
         cancel.clone(),
     ));
 
-    shutdown.await;
+    if !stopped_early {
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = health.failed() => {}
+        }
+    }
+    if let Some(reason) = health.failure() {
+        // Fail-stop: no hand-off, drain or final sync (storage can no longer be trusted, and
+        // each of them would wait on it); replay at the next start decides what is durable.
+        shutting_down.store(true, Ordering::Relaxed);
+        cancel.cancel();
+        server.abort();
+        return Err(crate::storage::health::StorageFailed(reason.to_string()).into());
+    }
     tracing::info!(node = cfg.id, "shutdown requested");
     shutting_down.store(true, Ordering::Relaxed);
     hand_off_leadership(cfg.id, &shards).await;
@@ -261,6 +312,7 @@ pub async fn run(
     drain(&admission, cfg.inflight_requests_max).await;
     cancel.cancel();
     let _ = balancer.await;
+    let _ = readmit.await;
     let _ = leadership_log.await;
     if let Some(admin) = admin {
         match admin.await {
@@ -315,22 +367,38 @@ async fn drain(admission: &Semaphore, permits: usize) {
     }
 }
 
-/// On a new cluster, the node with the lowest id initializes every shard with all peers. A
-/// joining node never initializes anything: a member adds it.
-async fn bootstrap(cfg: &Config, shards: &Shards) -> anyhow::Result<()> {
+/// On a new cluster, the node with the lowest id initializes every shard with all peers as
+/// voters, each recorded with its data directory's incarnation (so it has to wait until every
+/// peer has answered). If a peer already knows a membership, the cluster exists and this node
+/// lost its data: it initializes nothing, and is re-admitted once it has caught up. A joining
+/// node never initializes anything: a member adds it.
+async fn bootstrap(
+    cfg: &Config,
+    shards: &Shards,
+    pool: &ChannelPool,
+    incarnation: u64,
+) -> anyhow::Result<()> {
     let first = cfg.peers.keys().next().copied();
     if cfg.join.is_some() || first != Some(cfg.id) {
         return Ok(());
     }
-    let members: BTreeMap<u64, BasicNode> = cfg
-        .peers
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-        .collect();
+    let mut uninitialized = Vec::new();
     for shard in shards.iter() {
-        if shard.raft.is_initialized().await? {
-            continue;
+        if !shard.raft.is_initialized().await? {
+            uninitialized.push(shard);
         }
+    }
+    if uninitialized.is_empty() {
+        return Ok(());
+    }
+    let Some(members) = bootstrap_members(cfg, pool, incarnation).await? else {
+        tracing::warn!(
+            "a peer already belongs to an initialized cluster: this node lost its data \
+            and rejoins (it does not vote until re-admitted)"
+        );
+        return Ok(());
+    };
+    for shard in uninitialized {
         shard
             .raft
             .initialize(members.clone())
@@ -339,6 +407,67 @@ async fn bootstrap(cfg: &Config, shards: &Shards) -> anyhow::Result<()> {
         tracing::info!(shard = shard.id, members = ?members.keys().collect::<Vec<_>>(), "shard initialized");
     }
     Ok(())
+}
+
+/// Every peer's record for a new cluster: asks each peer (until all have answered) for its
+/// data directory's incarnation. `None` when a peer already has a membership.
+async fn bootstrap_members(
+    cfg: &Config,
+    pool: &ChannelPool,
+    incarnation: u64,
+) -> anyhow::Result<Option<BTreeMap<u64, Node>>> {
+    let mut members = BTreeMap::from([(cfg.id, Node::new(&cfg.listen, incarnation))]);
+    let mut waited = tokio::time::Instant::now();
+    while members.len() < cfg.peers.len() {
+        for (id, addr) in &cfg.peers {
+            if members.contains_key(id) {
+                continue;
+            }
+            match peer_state(pool, &cfg.cluster_id, *id, addr).await {
+                Some(PeerState::Member) => return Ok(None),
+                Some(PeerState::New(i)) => {
+                    members.insert(*id, Node::new(addr, i));
+                }
+                None => {}
+            }
+        }
+        if members.len() < cfg.peers.len() {
+            if waited.elapsed() > Duration::from_secs(5) {
+                let missing: Vec<_> = cfg
+                    .peers
+                    .keys()
+                    .filter(|id| !members.contains_key(id))
+                    .collect();
+                tracing::info!(
+                    ?missing,
+                    "bootstrapping a new cluster: waiting for every peer to answer"
+                );
+                waited = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(Some(members))
+}
+
+enum PeerState {
+    /// A node of a new cluster, with its incarnation.
+    New(u64),
+    /// A node that already knows a membership.
+    Member,
+}
+
+async fn peer_state(
+    pool: &ChannelPool,
+    cluster_id: &str,
+    id: u64,
+    addr: &str,
+) -> Option<PeerState> {
+    let status = crate::readmit::peer_status(pool, cluster_id, id, addr).await?;
+    if status.shards.iter().any(|s| !s.voters.is_empty()) {
+        return Some(PeerState::Member);
+    }
+    Some(PeerState::New(status.incarnation))
 }
 
 /// Moves leadership of every shard this node leads to another voter, waiting a bounded time.

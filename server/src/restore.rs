@@ -18,8 +18,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use openraft::Membership;
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, Membership};
 use ringkv_proto::backup;
 
 use crate::config::parse_peers;
@@ -29,7 +29,7 @@ use crate::shard::snapshot::{self, SnapshotFile};
 use crate::shard::state_machine::StateMachine;
 use crate::storage::flush::FlushCoordinator;
 use crate::storage::wal::Wal;
-use crate::typ::{SnapshotMeta, StoredMembership, Vote};
+use crate::typ::{Node, SnapshotMeta, StoredMembership, Vote};
 
 /// Flags of `ringkv-server restore`.
 #[derive(clap::Args, Debug, Clone)]
@@ -136,6 +136,10 @@ async fn seed(
             node_id: args.id,
             shards: summary.header.shards,
             ring_vnodes: summary.header.ring_vnodes,
+            incarnation: identity::new_incarnation(),
+            // The restored membership records no incarnations; the leader records them once
+            // the cluster runs.
+            accepts_unrecorded: true,
         },
     )?;
     let db_dir = staging.join("db");
@@ -143,12 +147,14 @@ async fn seed(
         .path(&db_dir)
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
-    let flush = FlushCoordinator::start(db.clone(), &db_dir).context("starting the flusher")?;
-    let wal = Wal::open(&staging.join("wal")).context("opening the write-ahead log")?;
+    let health = crate::storage::health::StorageHealth::default();
+    let flush =
+        FlushCoordinator::start(db.clone(), &db_dir, &health).context("starting the flusher")?;
+    let wal = Wal::open(&staging.join("wal"), &health).context("opening the write-ahead log")?;
     let voters: BTreeSet<u64> = peers.keys().copied().collect();
-    let nodes: BTreeMap<u64, BasicNode> = peers
+    let nodes: BTreeMap<u64, Node> = peers
         .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .map(|(id, addr)| (*id, Node::new(addr.clone(), 0)))
         .collect();
     let membership =
         Membership::new(vec![voters], nodes).map_err(|e| refused(format!("bad --peers: {e}")))?;

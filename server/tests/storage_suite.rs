@@ -25,8 +25,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledBuilder {
             .path(&db_dir)
             .open()
             .map_err(storage_err)?;
-        let flush = FlushCoordinator::start(db.clone(), &db_dir).map_err(storage_err)?;
-        let wal = Wal::open(&dir.path().join("wal")).map_err(storage_err)?;
+        let health = ringkv_server::storage::health::StorageHealth::default();
+        let flush = FlushCoordinator::start(db.clone(), &db_dir, &health).map_err(storage_err)?;
+        let wal = Wal::open(&dir.path().join("wal"), &health).map_err(storage_err)?;
         let log = LogStore::open(&wal, 0).map_err(storage_err)?;
         let sm = StateMachine::open(&db, 0, dir.path().join("snap"), flush).map_err(storage_err)?;
         Ok((dir, log, sm))

@@ -300,6 +300,36 @@ async fn malformed_and_oversized_requests_are_refused_and_nothing_is_written() {
     req.expected = None;
     let s = kv.compare_and_swap(req).await.expect_err("no expectation");
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    // A write without its at-most-once identity (no header, or client id or sequence 0):
+    // refused as invalid, so no write ever goes undeduplicated.
+    for header in [
+        None,
+        Some(RequestHeader {
+            client_id: 0,
+            sequence: 1,
+            ..Default::default()
+        }),
+        Some(RequestHeader {
+            client_id: 9,
+            sequence: 0,
+            ..Default::default()
+        }),
+    ] {
+        let put = ringkv_proto::pb::PutRequest {
+            header,
+            key: Bytes::from_static(b"anonymous"),
+            value: Bytes::from_static(b"v"),
+        };
+        let s = kv.put(put).await.expect_err("a write without identity");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+        assert_eq!(
+            s.metadata()
+                .get(ringkv_proto::meta::ERROR_KIND)
+                .and_then(|v| v.to_str().ok()),
+            Some(ringkv_proto::meta::KIND_INVALID)
+        );
+        assert!(s.message().contains("client_id"), "{}", s.message());
+    }
 
     // Every node still serves, and nothing was written.
     for id in 1..=3 {
@@ -314,5 +344,9 @@ async fn malformed_and_oversized_requests_are_refused_and_nothing_is_written() {
             .is_none()
     );
     let (code, out, _) = cli(&eps, &["scan", ""]);
-    assert_eq!((code, out.as_str()), (0, "kept\tsafe\n"));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "kept\tsafe\n"),
+        "nothing else, \"anonymous\" included"
+    );
 }

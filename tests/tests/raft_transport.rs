@@ -72,6 +72,7 @@ fn envelope(cluster_id: &str, shard_id: u32, to: u64, payload: &[u8]) -> RaftReq
         from: 2,
         to,
         payload: Bytes::copy_from_slice(payload),
+        to_incarnation: 0,
     }
 }
 

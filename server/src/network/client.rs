@@ -72,6 +72,8 @@ pub struct PeerClient {
     shard: u32,
     target: NodeId,
     addr: String,
+    /// The target's incarnation as this shard's membership records it (sent with votes).
+    target_incarnation: u64,
     purpose: Purpose,
     /// Set once the target answered `AppendStream` with `Unimplemented` (an older version):
     /// replication then uses unary appends.
@@ -108,6 +110,7 @@ impl PeerClient {
             shard: f.shard,
             target,
             addr: node.addr.clone(),
+            target_incarnation: node.incarnation,
             purpose,
             stream_unsupported: false,
         }
@@ -136,6 +139,7 @@ impl PeerClient {
             from: self.ctx.self_id,
             to: self.target,
             payload: encode(req).map_err(network)?.into(),
+            to_incarnation: self.target_incarnation,
         };
         let mut request = tonic::Request::new(envelope);
         request.set_timeout(timeout);
@@ -199,11 +203,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         }
         Box::pin(async move {
             let client = self.client()?;
-            let (cluster_id, shard_id, from, to) = (
+            let (cluster_id, shard_id, from, to, to_incarnation) = (
                 self.ctx.cluster_id.clone(),
                 self.shard,
                 self.ctx.self_id,
                 self.target,
+                self.target_incarnation,
             );
             let envelope = move |payload: bytes::Bytes| RaftRequest {
                 cluster_id: cluster_id.clone(),
@@ -211,6 +216,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 from,
                 to,
                 payload,
+                to_incarnation,
             };
             let (outbound, tracker) = append_stream::outbound(input, envelope);
             let ttl = option.hard_ttl();

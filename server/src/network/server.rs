@@ -29,6 +29,8 @@ const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 pub struct RaftService {
     pub cluster_id: String,
     pub self_id: NodeId,
+    /// Who may count on this node's vote (see [`VoterCheck`]).
+    pub voter: VoterCheck,
     pub shards: Shards,
     /// Cancelled when the gRPC server shuts down: open append streams end then, so the
     /// graceful shutdown does not wait on them.
@@ -96,6 +98,9 @@ impl RaftService {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        // The received file is fsynced before it is verified and installed; its directory's
+        // entry must be durable too.
+        crate::storage::dirs::sync_tree(&dir, 0).map_err(|e| Status::internal(e.to_string()))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -158,6 +163,35 @@ impl RaftService {
     }
 }
 
+/// Whether this node may vote: only for a candidate whose membership records this node's
+/// data-directory incarnation (or records none, where the directory predates incarnations).
+/// A node that lost its disk and came back under its old id answers every vote with
+/// `FAILED_PRECONDITION` until the leader re-records it after it caught up, so it never helps
+/// elect a leader that lacks writes its old incarnation acknowledged, and never votes twice in
+/// a term it forgot.
+#[derive(Clone, Copy, Debug)]
+pub struct VoterCheck {
+    pub incarnation: u64,
+    pub accepts_unrecorded: bool,
+}
+
+impl VoterCheck {
+    pub fn check(&self, shard: u32, req: &RaftRequest) -> Result<(), Status> {
+        let recorded = req.to_incarnation;
+        if recorded == self.incarnation || (recorded == 0 && self.accepts_unrecorded) {
+            return Ok(());
+        }
+        tracing::debug!(shard, candidate = req.from, recorded = %format!("{recorded:016x}"),
+            "vote refused: this data directory is not the incarnation the membership records");
+        Err(Status::failed_precondition(format!(
+            "node {} does not vote in shard {shard}: the candidate's membership records its data \
+             directory as incarnation {recorded:016x}, this one is {:016x} (a lost or replaced \
+             disk); it votes again once the leader re-admits it after catching up",
+            req.to, self.incarnation
+        )))
+    }
+}
+
 fn find_shard(shards: &Shards, shard_id: u32) -> Result<&Shard, Status> {
     shards
         .get(shard_id as usize)
@@ -193,11 +227,13 @@ fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
+        self.voter.check(shard.id, request.get_ref())?;
         reply(shard.raft.vote(body).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
+        self.voter.check(shard.id, request.get_ref())?;
         reply(shard.raft.pre_vote(body).await)
     }
 

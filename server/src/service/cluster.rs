@@ -27,6 +27,8 @@ pub struct ClusterService {
     /// Node id → client address, as given at start (`--peers`); used until the shards know
     /// their membership.
     pub peers: BTreeMap<u64, String>,
+    /// This node's data-directory incarnation (reported in `Status`).
+    pub incarnation: u64,
 }
 
 pub fn role(state: ServerState) -> &'static str {
@@ -130,6 +132,17 @@ impl ClusterService {
                 applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
                 min_matched_index: min_matched,
                 voters: m.membership_config.membership().voter_ids().collect(),
+                voter_incarnations: m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .map(|id| {
+                        m.membership_config
+                            .membership()
+                            .get_node(&id)
+                            .map_or(0, |n| n.incarnation)
+                    })
+                    .collect(),
                 learners: m.membership_config.membership().learner_ids().collect(),
             });
         }
@@ -147,6 +160,7 @@ impl ClusterService {
                 .collect(),
             shards,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            incarnation: self.incarnation,
         }
     }
 }

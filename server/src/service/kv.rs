@@ -32,7 +32,7 @@ use crate::router::{Route, Router};
 use crate::service::error::KvError;
 use crate::service::limits::Limits;
 use crate::shard::Shard;
-use crate::shard::command::{Command, CommandResponse, Expected, Op, now_ms};
+use crate::shard::command::{Command, CommandResponse, Expected, Op};
 
 /// Bytes of items one scan response carries at most; beyond it the scan is truncated.
 const SCAN_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -102,7 +102,9 @@ impl KvService {
             client_id: h.client_id,
             sequence: h.sequence,
             acked_below: h.acked_below,
-            stamped_ms: now_ms(),
+            stamped_ms: shard
+                .stamp_ms()
+                .map_err(|e| KvError::Internal(e.to_string()))?,
             op,
         };
         let started = Instant::now();
@@ -139,9 +141,14 @@ impl KvService {
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(
                 KvError::OutcomeUnknown("leadership changed before the write committed".into()),
             ),
-            Err(RaftError::APIError(e)) => Err(KvError::Internal(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(KvError::Internal(format!(
-                "shard {} stopped: {e}",
+            // Anything else after the proposal left: the entry may already be in logs that
+            // go on to commit it (a storage failure here stops only this node), so neither
+            // "failed" nor a blind retry is true.
+            Err(RaftError::APIError(e)) => {
+                Err(KvError::OutcomeUnknown(format!("shard {}: {e}", shard.id)))
+            }
+            Err(RaftError::Fatal(e)) => Err(KvError::OutcomeUnknown(format!(
+                "shard {} stopped on this node after the write was proposed: {e}",
                 shard.id
             ))),
         }
@@ -256,6 +263,7 @@ impl KvService {
         F: FnOnce(KvClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        write_identity(header)?;
         let shard = self.router.shard_for_key(op.key());
         let err = match self.router.route(shard) {
             Route::Remote {
@@ -288,6 +296,19 @@ impl KvService {
             }
             e => Err(e.into()),
         }
+    }
+}
+
+/// Every write carries its at-most-once identity, so a retry can never apply twice: a write
+/// without one is refused before anything is proposed.
+fn write_identity(header: &Option<RequestHeader>) -> Result<(), KvError> {
+    match header {
+        Some(h) if h.client_id != 0 && h.sequence != 0 => Ok(()),
+        _ => Err(KvError::Invalid(
+            "a write needs header.client_id and header.sequence (both non-zero): they make \
+             retries apply at most once"
+                .into(),
+        )),
     }
 }
 

@@ -10,7 +10,9 @@
 //! - `c` + client id + sequence (big-endian) → encoded response of that write;
 //! - `w` + client id → acknowledged watermark and last-seen time (8 + 8 bytes);
 //! - `r` + node id (big-endian) → empty: a node id removed from the cluster, never reusable;
-//! - `m:applied`, `m:membership`, `m:clock` → state-machine metadata.
+//! - `t:clock` → cluster time (the largest leader stamp applied), in snapshots like the data;
+//! - `m:applied`, `m:membership` → state-machine metadata (not in snapshots: their meta says
+//!   it); `m:clock` is where releases before cluster time kept the clock (read, not written).
 //!
 //! Invariants: the outcome depends only on the tree's state before the batch and the commands
 //! (never on how entries were split into batches, a clock or randomness); a key's version is
@@ -27,7 +29,11 @@ use crate::shard::command::{Command, CommandResponse, Expected, Op, Versioned};
 
 pub const KEY_APPLIED: &[u8] = b"m:applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
-const KEY_CLOCK: &[u8] = b"m:clock";
+/// Cluster time. Outside `m:` so snapshots, backups and restores carry it, and replicas built
+/// from a snapshot expire exactly what replicas built from the log do.
+pub const KEY_CLOCK: &[u8] = b"t:clock";
+/// Where the clock lived before it moved into snapshots.
+pub const KEY_CLOCK_LEGACY: &[u8] = b"m:clock";
 pub const META_PREFIX: &[u8] = b"m:";
 pub const DATA_PREFIX: u8 = b'd';
 const DEDUP_PREFIX: u8 = b'c';
@@ -255,24 +261,26 @@ pub fn apply_command(
     Ok(response)
 }
 
+/// Decodes a clock record.
+pub fn decode_clock(bytes: Option<&[u8]>) -> io::Result<u64> {
+    match bytes {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b)
+            .map(u64::from_be_bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad clock record")),
+    }
+}
+
 fn advance_clock(ab: &mut ApplyBatch<'_>, stamped_ms: u64) -> io::Result<u64> {
-    let now = match ab.get(KEY_CLOCK)? {
-        Some(b) if b.len() == 8 => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b);
-            u64::from_be_bytes(a)
-        }
-        Some(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad clock record",
-            ));
-        }
-        None => 0,
+    let stored = ab.get(KEY_CLOCK)?;
+    let now = match &stored {
+        Some(b) => decode_clock(Some(b))?,
+        None => decode_clock(ab.get(KEY_CLOCK_LEGACY)?.as_deref())?,
     };
-    // The clock never goes backwards, even when a new leader's wall clock is behind.
+    // The clock never goes backwards, even when a stamp is behind (a leader that anchored on
+    // a clock it had not fully applied yet).
     let next = now.max(stamped_ms);
-    if next != now {
+    if next != now || stored.is_none() {
         ab.put(KEY_CLOCK, next.to_be_bytes().to_vec());
     }
     Ok(next)

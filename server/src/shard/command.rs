@@ -1,8 +1,9 @@
 //! The commands a shard's log carries and the responses apply computes.
 //!
 //! A [`Command`] is deterministic input: everything apply needs is inside it, including the
-//! proposing node's wall-clock stamp (`stamped_ms`), which apply uses only to expire idle
-//! clients' deduplication records. Apply never reads a clock or a random source.
+//! proposing leader's cluster-time stamp (`stamped_ms`, see [`crate::shard::clock`]), which
+//! apply uses only to expire idle clients' deduplication records. Apply never reads a clock or
+//! a random source.
 
 use std::fmt;
 
@@ -17,17 +18,10 @@ pub struct Command {
     pub sequence: u64,
     /// The client has received answers for every sequence below this one.
     pub acked_below: u64,
-    /// Wall clock of the proposing leader, in ms since the Unix epoch.
+    /// Cluster time of the proposing leader, in ms (see [`crate::shard::clock`]; entries
+    /// written before it carry the leader's wall clock, ms since the Unix epoch).
     pub stamped_ms: u64,
     pub op: Op,
-}
-
-/// The proposing node's wall clock for [`Command::stamped_ms`], in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The mutation itself.

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+use openraft::{OptionalSend, RaftLogReader};
 
-use crate::storage::wal::{Queued, Record, ShardLog, Waiter, Wal};
+use crate::storage::wal::{Queued, Record, ShardLog, Waiter, Wal, entry_bytes};
 use crate::typ::{Entry, LogId, TypeConfig, Vote};
 
 /// Bytes of entries one limited read returns at most (replication payloads stay bounded).
@@ -30,28 +30,6 @@ pub struct LogStore {
     wal: Wal,
     shard: u32,
     log: Arc<Mutex<ShardLog>>,
-}
-
-/// Approximate bytes an entry takes on the wire.
-fn entry_bytes(e: &Entry) -> usize {
-    match &e.payload {
-        EntryPayload::Normal(cmd) => match &cmd.op {
-            crate::shard::command::Op::Put { key, value } => key.len() + value.len() + 64,
-            crate::shard::command::Op::Cas {
-                key,
-                expected,
-                new_value,
-            } => {
-                let exp = match expected {
-                    crate::shard::command::Expected::Value(v) => v.len(),
-                    _ => 8,
-                };
-                key.len() + exp + new_value.as_ref().map_or(0, |v| v.len()) + 64
-            }
-            op => op.key().len() + 64,
-        },
-        _ => 256,
-    }
 }
 
 impl LogStore {

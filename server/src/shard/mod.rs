@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod buffer;
+pub mod clock;
 pub mod command;
 pub mod cut;
 pub mod log_store;
@@ -25,6 +26,8 @@ pub struct Shard {
     pub raft: Raft,
     pub sm: StateMachine,
     pub leader_contact: Arc<LeaderContact>,
+    /// Stamps cluster time on the commands this node proposes as leader.
+    pub clock: Arc<clock::LeaderClock>,
 }
 
 /// When this replica last accepted entries or a heartbeat from a leader: the follower-side
@@ -49,6 +52,13 @@ impl LeaderContact {
 }
 
 impl Shard {
+    /// The cluster-time stamp for a command this node proposes now (see [`clock`]).
+    pub fn stamp_ms(&self) -> std::io::Result<u64> {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        self.clock
+            .stamp(term, std::time::Instant::now(), || self.sm.clock_ms())
+    }
+
     /// A snapshot of the replica's Raft metrics (never holds the watch guard across awaits).
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow_watched().clone()

@@ -230,6 +230,14 @@ impl StateMachine {
         Ok(self.scan(&[], usize::MAX)?.len() as u64)
     }
 
+    /// Cluster time as applied here (see [`crate::shard::clock`]).
+    pub fn clock_ms(&self) -> io::Result<u64> {
+        match self.read(apply::KEY_CLOCK)? {
+            Some(b) => apply::decode_clock(Some(&b)),
+            None => apply::decode_clock(self.read(apply::KEY_CLOCK_LEGACY)?.as_deref()),
+        }
+    }
+
     /// The applied log id and membership as of the last apply call.
     fn read_meta(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let applied = match self.read(KEY_APPLIED)? {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use openraft::storage::IOFlushed;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::storage::health::StorageHealth;
 use crate::typ::TypeConfig;
 
 /// Waiters queued at most; beyond this, `append` and `save_vote` wait.
@@ -38,11 +39,14 @@ pub struct FlushCoordinator {
 }
 
 impl FlushCoordinator {
-    /// Starts the flush thread for `db`, whose files live in `db_dir`.
-    pub fn start(db: sled::Db, db_dir: &Path) -> io::Result<Self> {
+    /// Starts the flush thread for `db`, whose files live in `db_dir`; a failed flush trips
+    /// `health` (fail-stop: the node stops, and every later flush fails too).
+    pub fn start(db: sled::Db, db_dir: &Path, health: &StorageHealth) -> io::Result<Self> {
         // sled keeps its log in the file `db` inside its directory; fsync works on any
         // descriptor of the inode.
-        let log_file = Arc::new(File::open(db_dir.join("db"))?);
+        let log_path = db_dir.join("db");
+        let log_file = Arc::new(File::open(&log_path)?);
+        let health = health.clone();
         let (tx, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("ringkv-flush".into())
@@ -56,14 +60,17 @@ impl FlushCoordinator {
                             Err(_) => break,
                         }
                     }
-                    let result = db
-                        .flush()
-                        .map_err(io::Error::other)
-                        .and_then(|_| log_file.sync_data());
+                    // Never retried: once a sync failed, a later one may "succeed" for data the
+                    // kernel already dropped.
+                    let result = match health.failure() {
+                        Some(f) => Err(io::Error::other(format!("storage failed earlier: {f}"))),
+                        None => db
+                            .flush()
+                            .map_err(io::Error::other)
+                            .and_then(|_| log_file.sync_data())
+                            .inspect_err(|e| health.fail("sled flush", &log_path, e)),
+                    };
                     let err = result.as_ref().err().map(|e| e.to_string());
-                    if let Some(e) = &err {
-                        tracing::error!(error = %e, "flush failed: storage is no longer durable");
-                    }
                     for w in batch.drain(..) {
                         let r = match &err {
                             None => Ok(()),
