@@ -336,10 +336,11 @@ impl Model {
             .inodes
             .get(&ino)
             .is_some_and(|i| i.nlink == 0 && i.open == 0 && ino != ROOT);
-        if unused && let Some(inode) = self.inodes.remove(&ino) {
-            if let Body::File(f) = inode.body {
-                self.used_pages -= f.pages.len();
-            }
+        if unused
+            && let Some(inode) = self.inodes.remove(&ino)
+            && let Body::File(f) = inode.body
+        {
+            self.used_pages -= f.pages.len();
         }
     }
 
@@ -581,6 +582,21 @@ impl Model {
         self.durable.files.entry(ino).or_default().perm = perm;
         self.collect_durable_garbage();
         Ok(())
+    }
+
+    /// Makes every directory's current entries durable (not file contents): what a journaling
+    /// file system's periodic commit or `sync(2)` would have done by now. The harness calls it
+    /// only when asked to (see `--sync-dirs-after-start`).
+    pub fn sync_all_dirs(&mut self) {
+        let dirs: Vec<Ino> = self
+            .inodes
+            .iter()
+            .filter(|(_, i)| i.kind() == Kind::Dir)
+            .map(|(ino, _)| *ino)
+            .collect();
+        for ino in dirs {
+            let _ = self.sync_dir(ino);
+        }
     }
 
     /// Called for a directory sync from outside (EIO check first).

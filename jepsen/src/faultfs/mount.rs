@@ -147,6 +147,11 @@ impl FaultFs {
         self.start_session()
     }
 
+    /// Makes every directory's entries durable (not file data), like a journal commit.
+    pub fn sync_all_dirs(&self) {
+        self.model().sync_all_dirs();
+    }
+
     /// Caps allocated bytes (`None`: unlimited). Writes that need pages past it get ENOSPC.
     pub fn set_capacity(&self, bytes: Option<u64>) {
         self.model().faults.capacity_bytes = bytes;
