@@ -258,3 +258,23 @@ pub fn heal_all(db: &mut Db, net: &mut Net) -> Result<Vec<(usize, String)>, Harn
     net.heal()?;
     Ok(exited)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_includes_the_storage_faults_and_names_round_trip() {
+        let all = parse_kinds("all").expect("all");
+        assert!(all.contains(&FaultKind::Power) && all.contains(&FaultKind::DiskFull));
+        assert_eq!(all.len(), ALL.len());
+        let some = parse_kinds("power, disk-full,power").expect("list");
+        assert_eq!(some, [FaultKind::Power, FaultKind::DiskFull]);
+        assert!(some.iter().all(|k| k.needs_faultfs()));
+        assert!(!FaultKind::Kill.needs_faultfs());
+        assert!(parse_kinds("powr").is_err());
+        for k in ALL {
+            assert_eq!(parse_kinds(k.name()).expect("name"), [k]);
+        }
+    }
+}
