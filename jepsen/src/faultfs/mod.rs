@@ -32,6 +32,8 @@ pub enum FaultFsError {
     Unsupported(String),
     #[error("mounting a fault filesystem on {0}: {1}")]
     Mount(std::path::PathBuf, std::io::Error),
-    #[error("fault filesystem on {0} still busy after the unmount wait (detached lazily)")]
+    #[error(
+        "fault filesystem on {0}: unmount still refused (EBUSY) after the wait; detached lazily"
+    )]
     Busy(std::path::PathBuf),
 }
