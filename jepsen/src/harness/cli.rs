@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::HarnessError;
 use super::checks;
-use super::db::Db;
+use super::db::{Db, DbOptions};
 use super::nemesis::{self, Applied};
 use super::net::Net;
 use super::record::Recorder;
@@ -32,7 +32,9 @@ pub struct TestArgs {
     pub time_limit: u64,
     #[arg(long, value_enum, default_value_t = WorkloadKind::Register)]
     pub workload: WorkloadKind,
-    /// Faults: none, all, or a comma list of kill, pause, partition, partition-one-way.
+    /// Faults: none, all, or a comma list of kill, pause, partition, partition-one-way, power,
+    /// disk-full (the last two put each node's data directory on a fault filesystem: root and
+    /// /dev/fuse).
     #[arg(long, default_value = "kill,pause,partition")]
     pub nemesis: String,
     /// Reads: linearizable (default) or serializable (each client pinned to one node).
@@ -60,6 +62,16 @@ pub struct TestArgs {
     /// The server binary (default: `ringkv-server` next to this program, or $RINGKV_SERVER_BIN).
     #[arg(long)]
     pub server_bin: Option<PathBuf>,
+    /// Test-only: servers skip the write-ahead log's record fdatasync
+    /// (RINGKV_FAULT_WAL_SKIP_SYNC=1; only test builds of the server obey), so a power cut must
+    /// lose acknowledged writes. Proves the power nemesis and the checkers catch it.
+    #[arg(long, hide = true)]
+    pub unsafe_skip_wal_sync: bool,
+    /// With power faults: once the cluster is healthy at the start, make every directory entry
+    /// on the nodes' fault filesystems durable (as a journal commit would by then), so power
+    /// cuts test the write path rather than the server's start-up directory syncs.
+    #[arg(long, hide = true)]
+    pub sync_dirs_after_start: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -195,17 +207,42 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         "ringkv-jepsen test --nodes {} --time-limit {} --workload {:?} --nemesis {} --read-consistency {:?} --seed {seed} --concurrency {} --keys {} --shards {} --fault-ms {} --heal-ms {}",
         args.nodes, args.time_limit, args.workload, args.nemesis, args.read_consistency, args.concurrency, args.keys, args.shards, args.fault_ms, args.heal_ms
     )
-    .to_lowercase();
+    .to_lowercase()
+        + if args.unsafe_skip_wal_sync {
+            " --unsafe-skip-wal-sync"
+        } else {
+            ""
+        }
+        + if args.sync_dirs_after_start {
+            " --sync-dirs-after-start"
+        } else {
+            ""
+        };
     eprintln!("seed {seed}; report in {}", out.display());
     eprintln!("repeat with: {repeat}");
 
     let n = args.nodes as usize;
     let run_id = std::process::id() % 20_000 + 1;
     let mut net = Net::create(run_id, n)?;
-    let mut db = Db::start(&bin, &out, &net, n, args.shards)?;
+    let options = DbOptions {
+        faultfs: kinds.iter().any(|k| k.needs_faultfs()),
+        env: if args.unsafe_skip_wal_sync {
+            vec![("RINGKV_FAULT_WAL_SKIP_SYNC".into(), "1".into())]
+        } else {
+            vec![]
+        },
+    };
+    if options.faultfs {
+        crate::faultfs::prerequisites()
+            .map_err(|e| HarnessError::Usage(format!("--nemesis {}: {e}", args.nemesis)))?;
+    }
+    let mut db = Db::start(&bin, &out, &net, n, args.shards, options)?;
     let endpoints = db.endpoints();
     let admin = workload::client(endpoints.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
     wait_healthy(&admin, &endpoints, Duration::from_secs(30)).await?;
+    if args.sync_dirs_after_start {
+        db.sync_all_dirs();
+    }
     let server_version = admin
         .status_of(&endpoints[0])
         .await
@@ -256,6 +293,16 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     );
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6e656d);
     let mut applied: Vec<Applied> = Vec::new();
+    let mut exits: Vec<serde_json::Value> = Vec::new();
+    let mut note_exits = |exited: Vec<(usize, String)>, at_ns: u64| {
+        for (node, status) in exited {
+            eprintln!(
+                "[{:>6.2}s] node {node} had exited on its own ({status}); restarted",
+                at_ns as f64 / 1e9
+            );
+            exits.push(json!({"node": node, "status": status, "noticed_ns": at_ns}));
+        }
+    };
     for p in &plan {
         tokio::time::sleep_until((start + Duration::from_millis(p.start_ms)).into()).await;
         let l = leaders(&admin, &endpoints).await;
@@ -270,8 +317,9 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             end_ns: None,
         });
         tokio::time::sleep_until((start + Duration::from_millis(p.end_ms)).into()).await;
-        nemesis::heal_all(&mut db, &mut net)?;
+        let exited = nemesis::heal_all(&mut db, &mut net)?;
         let end_ns = recorder.now_ns();
+        note_exits(exited, end_ns);
         if let Some(a) = applied.last_mut() {
             a.end_ns = Some(end_ns);
         }
@@ -283,26 +331,18 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     let workload_end_ns = recorder.now_ns();
 
     // Final phase: heal everything, wait for recovery, final reads.
-    nemesis::heal_all(&mut db, &mut net)?;
-    wait_healthy(&admin, &endpoints, Duration::from_secs(60)).await?;
-    let final_client =
-        workload::client(endpoints.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
-    let final_deadline = Instant::now() + Duration::from_secs(30);
-    let mut set_read = None;
-    match args.workload {
-        WorkloadKind::Register => {
-            workload::register_final_reads(&workers, &final_client, final_deadline)
-                .await
-                .map_err(HarnessError::Unhealthy)?
+    let exited = nemesis::heal_all(&mut db, &mut net)?;
+    note_exits(exited, recorder.now_ns());
+    // A cluster that never recovers is a harness failure (exit 3), but what it answered
+    // before is still checked: an anomaly already recorded makes the run invalid (exit 1).
+    let (set_read, final_error) = match final_reads(&args, &admin, &endpoints, &workers).await {
+        Ok(set_read) => (set_read, None),
+        Err(e @ HarnessError::Unhealthy(_)) => {
+            eprintln!("final phase failed, checking what was recorded: {e}");
+            (None, Some(e.to_string()))
         }
-        WorkloadKind::Set => {
-            set_read = Some(
-                workload::set_final_read(&final_client, final_deadline)
-                    .await
-                    .map_err(HarnessError::Unhealthy)?,
-            )
-        }
-    }
+        Err(e) => return Err(e),
+    };
     let end_ns = recorder.now_ns();
     let events = recorder.events();
     drop(db);
@@ -333,6 +373,13 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             checkers.insert(
                 "linearizability".into(),
                 serde_json::to_value(&verdict).unwrap_or_default(),
+            );
+        }
+        WorkloadKind::Set if set_read.is_none() => {
+            validity = Validity::Unknown;
+            checkers.insert(
+                "set".into(),
+                json!({"valid": "unknown", "reason": "no final read (the cluster did not recover)"}),
             );
         }
         WorkloadKind::Set => {
@@ -383,6 +430,10 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         "availability": availability,
         "faults": applied,
         "faults_by_kind": faults_by_kind,
+        "node_exits": exits,
+        "final_phase_error": final_error,
+        "unsafe_skip_wal_sync": args.unsafe_skip_wal_sync,
+        "sync_dirs_after_start": args.sync_dirs_after_start,
         "elapsed_s": end_ns as f64 / 1e9,
     });
 
@@ -411,10 +462,11 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
 
     eprintln!(
         "{}: {} ok, {} fail, {} info; faults {:?}; longest unavailability {:.0} ms; report {}",
-        match validity {
-            Validity::Valid => "VALID",
-            Validity::Invalid => "INVALID",
-            Validity::Unknown => "UNKNOWN",
+        match (validity, &final_error) {
+            (Validity::Invalid, _) => "INVALID",
+            (_, Some(_)) => "INCOMPLETE (the cluster did not recover)",
+            (Validity::Valid, None) => "VALID",
+            (Validity::Unknown, None) => "UNKNOWN",
         },
         stats.ok,
         stats.fail,
@@ -430,9 +482,36 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         )
         .unwrap_or_default()
     );
-    Ok(match validity {
-        Validity::Valid => 0,
-        Validity::Invalid => 1,
-        Validity::Unknown => 2,
+    Ok(match (validity, &final_error) {
+        (Validity::Invalid, _) => 1,
+        (_, Some(_)) => 3,
+        (Validity::Valid, None) => 0,
+        (Validity::Unknown, None) => 2,
     })
+}
+
+/// Waits for the healed cluster, then reads every register key (recorded in the history) or
+/// the whole set (returned).
+async fn final_reads(
+    args: &TestArgs,
+    admin: &Client,
+    endpoints: &[String],
+    workers: &Workers,
+) -> Result<Option<Vec<u64>>, HarnessError> {
+    wait_healthy(admin, endpoints, Duration::from_secs(60)).await?;
+    let final_client =
+        workload::client(endpoints.to_vec()).map_err(|e| HarnessError::Db(e.to_string()))?;
+    let final_deadline = Instant::now() + Duration::from_secs(30);
+    match args.workload {
+        WorkloadKind::Register => {
+            workload::register_final_reads(workers, &final_client, final_deadline)
+                .await
+                .map_err(HarnessError::Unhealthy)?;
+            Ok(None)
+        }
+        WorkloadKind::Set => workload::set_final_read(&final_client, final_deadline)
+            .await
+            .map(Some)
+            .map_err(HarnessError::Unhealthy),
+    }
 }

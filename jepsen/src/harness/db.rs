@@ -1,7 +1,14 @@
 //! DB control: the real `ringkv-server` binary, one process per node, each inside its network
-//! namespace with a fresh data directory; SIGKILL, restart, SIGSTOP and SIGCONT. Every node's
-//! output goes to `<out>/node-N.log` (appended across restarts). `Drop` kills every process
-//! this run started, so nothing outlives the harness.
+//! namespace with a fresh data directory; SIGKILL, restart, SIGSTOP and SIGCONT, and (when the
+//! run has storage faults) power cuts and a full disk on each node's own fault filesystem
+//! ([`crate::faultfs`]) mounted on its data directory. Every node's output goes to
+//! `<out>/node-N.log` (appended across restarts). `Drop` kills every process this run started
+//! and then unmounts every fault filesystem, so nothing outlives the harness.
+//!
+//! Nodes enter their network namespace with `nsenter --net` (only the network namespace), not
+//! `ip netns exec`, which would also give each node a private copy of the mount table: a copy
+//! would keep another node's fault filesystem mounted (and its session alive) after the
+//! harness unmounts it for a power cut.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,6 +19,7 @@ use nix::unistd::Pid;
 
 use super::HarnessError;
 use super::net::Net;
+use crate::faultfs::FaultFs;
 
 /// Client port every node listens on inside its namespace.
 pub const PORT: u16 = 7001;
@@ -20,6 +28,19 @@ struct Node {
     child: Option<Child>,
     paused: bool,
 }
+
+/// How the nodes run.
+#[derive(Debug, Clone, Default)]
+pub struct DbOptions {
+    /// Put every node's data directory on its own fault filesystem.
+    pub faultfs: bool,
+    /// Extra environment of every server process (test-only fault hooks).
+    pub env: Vec<(String, String)>,
+}
+
+/// Bytes a full disk still takes after [`Db::fill_disk`]: a few pages, so the node meets
+/// ENOSPC within its next writes rather than in the middle of its first one.
+const DISK_FULL_SLACK_BYTES: u64 = 16 * 1024;
 
 /// The cluster under test.
 pub struct Db {
@@ -30,6 +51,11 @@ pub struct Db {
     peers: String,
     addrs: Vec<String>,
     namespaces: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Node `id`'s fault filesystem at `disks[id - 1]` (empty without storage faults). Declared
+    /// last: fields drop after `Drop::drop` has killed every process, so unmounting finds the
+    /// mounts idle.
+    disks: Vec<FaultFs>,
 }
 
 impl Db {
@@ -40,6 +66,7 @@ impl Db {
         net: &Net,
         n: usize,
         shards: u32,
+        options: DbOptions,
     ) -> Result<Db, HarnessError> {
         let addrs: Vec<String> = (1..=n).map(|id| format!("{}:{PORT}", net.ip(id))).collect();
         let peers = addrs
@@ -61,11 +88,93 @@ impl Db {
             peers,
             addrs,
             namespaces: (1..=n).map(|id| net.ns(id)).collect(),
+            env: options.env,
+            disks: Vec::new(),
         };
+        if options.faultfs {
+            for id in 1..=n {
+                let dir = db.data_dir(id);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| HarnessError::Db(format!("{}: {e}", dir.display())))?;
+                let disk = FaultFs::mount(&dir).map_err(|e| HarnessError::Db(e.to_string()))?;
+                db.disks.push(disk);
+            }
+        }
         for id in 1..=n {
             db.spawn(id)?;
         }
         Ok(db)
+    }
+
+    fn data_dir(&self, id: usize) -> PathBuf {
+        self.out.join("data").join(format!("node-{id}"))
+    }
+
+    /// Whether the data directories are on fault filesystems.
+    pub fn has_disks(&self) -> bool {
+        !self.disks.is_empty()
+    }
+
+    fn disk(&mut self, id: usize) -> Result<&mut FaultFs, HarnessError> {
+        self.disks.get_mut(id - 1).ok_or_else(|| {
+            HarnessError::Usage("storage faults need the nodes on fault filesystems".into())
+        })
+    }
+
+    /// Cuts the power of `ids` at once: SIGKILL them all, then drop every write each one had
+    /// not fsynced. They stay down until [`Db::restart`].
+    pub fn power_cut(&mut self, ids: &[usize]) -> Result<(), HarnessError> {
+        for &id in ids {
+            self.kill(id)?;
+        }
+        for &id in ids {
+            self.disk(id)?
+                .power_cut()
+                .map_err(|e| HarnessError::Db(format!("power cut of node {id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Fills node `id`'s disk: its capacity becomes what it uses now plus a few pages.
+    /// Returns the capacity set.
+    pub fn fill_disk(&mut self, id: usize) -> Result<u64, HarnessError> {
+        let disk = self.disk(id)?;
+        let capacity = disk.used_bytes() + DISK_FULL_SLACK_BYTES;
+        disk.set_capacity(Some(capacity));
+        Ok(capacity)
+    }
+
+    /// Makes every directory entry on every node's disk durable (see
+    /// [`FaultFs::sync_all_dirs`]).
+    pub fn sync_all_dirs(&self) {
+        for d in &self.disks {
+            d.sync_all_dirs();
+        }
+    }
+
+    /// Removes every disk fault (capacity and EIO) from every node.
+    pub fn restore_disks(&mut self) {
+        for d in &self.disks {
+            d.clear_faults();
+        }
+    }
+
+    /// Notices nodes that exited on their own (a server stopping on a storage error, or a
+    /// crash): they count as killed from now on, so healing restarts them. Returns them with
+    /// how they exited.
+    pub fn reap_exited(&mut self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                node.paused = false;
+                out.push((i + 1, status.to_string()));
+            }
+        }
+        out
     }
 
     /// Client endpoints, node 1 first.
@@ -86,9 +195,10 @@ impl Db {
         let err_log = log
             .try_clone()
             .map_err(|e| HarnessError::Db(e.to_string()))?;
-        let data = self.out.join("data").join(format!("node-{id}"));
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.namespaces[id - 1]])
+        let data = self.data_dir(id);
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.namespaces[id - 1]))
+            .arg("--")
             .arg(&self.bin)
             .args([
                 "--id",
@@ -105,6 +215,7 @@ impl Db {
                 "RUST_LOG",
                 "info,openraft=warn,openraft::core::heartbeat=error",
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)

@@ -1,6 +1,7 @@
 //! The nemesis: a seeded schedule of faults alternating with healthy periods, and the code that
 //! applies and heals each fault for real (signals to processes, packet filters between
-//! namespaces). Every fault actually applied is recorded with its start and end times.
+//! namespaces, power cuts and full disks on the nodes' fault filesystems). Every fault actually
+//! applied is recorded with its start and end times.
 //!
 //! The schedule is a pure function of (seed, kinds, duration), so the same seed repeats the
 //! same faults in the same order; targets that depend on the cluster's state at the time
@@ -28,7 +29,23 @@ pub enum FaultKind {
     Partition,
     /// Cut one direction only: a node stops hearing from the others but still talks to them.
     PartitionOneWay,
+    /// Power loss of one node, a majority, or every node at once: SIGKILL, and every write not
+    /// fsynced is lost; restarted at heal.
+    Power,
+    /// One node's (or every node's) disk is full: its capacity becomes about what it uses, so
+    /// writes meet ENOSPC; capacity comes back at heal, and nodes that exited are restarted.
+    DiskFull,
 }
+
+/// Every kind, in `--nemesis all`.
+pub const ALL: [FaultKind; 6] = [
+    FaultKind::Kill,
+    FaultKind::Pause,
+    FaultKind::Partition,
+    FaultKind::PartitionOneWay,
+    FaultKind::Power,
+    FaultKind::DiskFull,
+];
 
 impl FaultKind {
     pub fn name(self) -> &'static str {
@@ -37,7 +54,14 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::Power => "power",
+            FaultKind::DiskFull => "disk-full",
         }
+    }
+
+    /// Whether this kind needs the nodes' data directories on fault filesystems.
+    pub fn needs_faultfs(self) -> bool {
+        matches!(self, FaultKind::Power | FaultKind::DiskFull)
     }
 }
 
@@ -47,21 +71,15 @@ pub fn parse_kinds(spec: &str) -> Result<Vec<FaultKind>, String> {
     for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match part {
             "none" => {}
-            "all" => out.extend([
-                FaultKind::Kill,
-                FaultKind::Pause,
-                FaultKind::Partition,
-                FaultKind::PartitionOneWay,
-            ]),
-            "kill" => out.push(FaultKind::Kill),
-            "pause" => out.push(FaultKind::Pause),
-            "partition" => out.push(FaultKind::Partition),
-            "partition-one-way" => out.push(FaultKind::PartitionOneWay),
-            other => {
-                return Err(format!(
-                    "unknown nemesis {other:?} (kill, pause, partition, partition-one-way, all, none)"
-                ));
-            }
+            "all" => out.extend(ALL),
+            other => match ALL.iter().find(|k| k.name() == other) {
+                Some(k) => out.push(*k),
+                None => {
+                    return Err(format!(
+                        "unknown nemesis {other:?} (kill, pause, partition, partition-one-way, power, disk-full, all, none)"
+                    ));
+                }
+            },
         }
     }
     out.sort();
@@ -178,6 +196,38 @@ pub fn apply(
                 vec![node],
             ))
         }
+        FaultKind::Power => {
+            let nodes: Vec<usize> = match rng.random_range(0..3) {
+                0 => vec![victim(rng).0],
+                1 => {
+                    let mut all: Vec<usize> = (1..=n).collect();
+                    all.shuffle(rng);
+                    all.truncate(n / 2 + 1);
+                    all.sort_unstable();
+                    all
+                }
+                _ => (1..=n).collect(),
+            };
+            db.power_cut(&nodes)?;
+            let what = match nodes.len() {
+                1 => format!("node {}", nodes[0]),
+                k if k == n => format!("every node {nodes:?}"),
+                _ => format!("a majority {nodes:?}"),
+            };
+            Ok((format!("power cut: {what} (unsynced writes lost)"), nodes))
+        }
+        FaultKind::DiskFull => {
+            let nodes: Vec<usize> = if rng.random_bool(1.0 / 3.0) {
+                (1..=n).collect()
+            } else {
+                vec![victim(rng).0]
+            };
+            let mut caps = Vec::new();
+            for &node in &nodes {
+                caps.push(format!("node {node} at {} KiB", db.fill_disk(node)? / 1024));
+            }
+            Ok((format!("disk full: {}", caps.join(", ")), nodes))
+        }
         FaultKind::PartitionOneWay => {
             let (node, why) = victim(rng);
             for other in (1..=n).filter(|&x| x != node) {
@@ -191,8 +241,12 @@ pub fn apply(
     }
 }
 
-/// Heals everything: restarts killed nodes, resumes paused ones, removes every cut.
-pub fn heal_all(db: &mut Db, net: &mut Net) -> Result<(), HarnessError> {
+/// Heals everything: gives disks their space back, restarts killed nodes and nodes that
+/// exited on their own, resumes paused ones, removes every cut. Returns the nodes that had
+/// exited on their own, with how.
+pub fn heal_all(db: &mut Db, net: &mut Net) -> Result<Vec<(usize, String)>, HarnessError> {
+    db.restore_disks();
+    let exited = db.reap_exited();
     for id in 1..=db.len() {
         if db.is_paused(id) {
             db.resume(id)?;
@@ -201,5 +255,26 @@ pub fn heal_all(db: &mut Db, net: &mut Net) -> Result<(), HarnessError> {
             db.restart(id)?;
         }
     }
-    net.heal()
+    net.heal()?;
+    Ok(exited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_includes_the_storage_faults_and_names_round_trip() {
+        let all = parse_kinds("all").expect("all");
+        assert!(all.contains(&FaultKind::Power) && all.contains(&FaultKind::DiskFull));
+        assert_eq!(all.len(), ALL.len());
+        let some = parse_kinds("power, disk-full,power").expect("list");
+        assert_eq!(some, [FaultKind::Power, FaultKind::DiskFull]);
+        assert!(some.iter().all(|k| k.needs_faultfs()));
+        assert!(!FaultKind::Kill.needs_faultfs());
+        assert!(parse_kinds("powr").is_err());
+        for k in ALL {
+            assert_eq!(parse_kinds(k.name()).expect("name"), [k]);
+        }
+    }
 }

@@ -47,6 +47,8 @@ fn shade<DB: DrawingBackend>(
                 "kill" => RGBColor(255, 205, 205),
                 "pause" => RGBColor(255, 235, 190),
                 "partition" => RGBColor(210, 225, 255),
+                "power" => RGBColor(200, 200, 200),
+                "disk-full" => RGBColor(205, 240, 205),
                 _ => RGBColor(225, 210, 255),
             };
             Rectangle::new([(s, y.0), (e, y.1)], colour.filled())
@@ -72,7 +74,7 @@ pub fn latency_plot(
     let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(io)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Operation latency (shaded: faults; red kill, orange pause, blue partition, violet one-way)", ("sans-serif", 18))
+        .caption("Operation latency (shaded: faults; red kill, orange pause, blue partition, violet one-way, grey power, green disk full)", ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
