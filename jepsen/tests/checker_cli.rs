@@ -1,7 +1,7 @@
 //! `ringkv-jepsen check` as a process: exit codes and JSON per design §8, a pathological
 //! history answered `unknown` within `--time-limit` and bounded memory, and the HTML timeline
 //! of a failing etcd log rendered by headless Chromium (skipped, saying so, when Chromium is
-//! not installed; CI installs it).
+//! not installed; with `CI=true` a missing Chromium or corpus fails the test instead).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
