@@ -38,7 +38,7 @@ pub struct ClientOptions {
     pub max_attempts: u32,
     pub connect_timeout: Duration,
     /// Send the gets, puts, deletes and compare-and-swaps waiting for the same node together
-    /// in one `Batch` RPC (see [`crate::batcher`]); off sends each as its own RPC.
+    /// in one `Batch` RPC (the crate's `batcher` module); off sends each as its own RPC.
     pub batch_requests: bool,
 }
 

@@ -10,7 +10,7 @@
 //!   is refused forever (a wiped or rebuilt node must come back under a fresh id);
 //! - an id already in use at another address, or an address in use under another id, is
 //!   refused; a node is promoted only once it is within [`CATCH_UP_LAG_ENTRIES`] of the leader;
-//! - every wait is bounded by [`STEP_TIMEOUT`].
+//! - every wait is bounded by `STEP_TIMEOUT` (10 s).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -536,15 +536,35 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// The DOM of `url` after headless Chromium ran its scripts for `settle_ms`, or `None` (after
-/// printing "skipped") when Chromium is not installed.
+/// Whether this is a CI run (`CI=true`): there every prerequisite of the suite (the history
+/// corpus, Chromium, root) is installed, and a check that cannot run is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Records that a check cannot run because `reason` (a missing prerequisite). In CI
+/// ([`in_ci`]) that fails the test, so a skip never hides a check that did not run; elsewhere
+/// it prints `skipped: {reason}` to stderr, which nextest shows for the tests that can skip
+/// (`success-output` in `.config/nextest.toml`), and the caller skips the check.
+#[track_caller]
+pub fn skip(reason: &str) {
+    assert!(
+        !in_ci(),
+        "missing prerequisite in CI (CI=true), not skipping: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
+/// The DOM of `url` after headless Chromium ran its scripts for `settle_ms`, or `None` when
+/// Chromium is not installed (a [`skip`]: it fails the test in CI).
+#[track_caller]
 pub fn chromium_dom(url: &str, settle_ms: u64, screenshot: Option<&Path>) -> Option<String> {
     let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
     else {
-        eprintln!("skipped: chromium not installed (apt-get install chromium)");
+        skip("chromium not installed (apt-get install chromium)");
         return None;
     };
     let profile = tempfile::tempdir().expect("profile dir");
