@@ -27,9 +27,5 @@ pub mod restore;
 pub mod router;
 pub mod service;
 pub mod shard;
-// The module note of `storage::wal` links to its private `Record`
-// (rustdoc::private_intra_doc_links, denied by `.ci/run`'s `cargo doc` step). `storage/` is being
-// rewritten on another branch; remove this allow once that link is fixed there.
-#[allow(rustdoc::private_intra_doc_links)]
 pub mod storage;
 pub mod typ;

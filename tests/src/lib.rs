@@ -102,6 +102,8 @@ pub struct Node {
     /// The node's ports, held while it is not running (see [`PortHold`]).
     hold: Option<PortHold>,
     starts: u32,
+    /// Extra environment of the process from its next start on ([`Cluster::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -151,6 +153,7 @@ impl Cluster {
                     child: None,
                     hold: None,
                     starts: 0,
+                    env: Vec::new(),
                 },
             );
         }
@@ -199,6 +202,7 @@ impl Cluster {
                 child: None,
                 hold: None,
                 starts: 0,
+                env: Vec::new(),
             },
         );
         self.spawn(id);
@@ -209,6 +213,14 @@ impl Cluster {
     pub fn forget(&mut self, id: u64) {
         self.kill(id);
         self.nodes.remove(&id);
+    }
+
+    /// Sets an environment variable for node `id`'s next starts (e.g. `LD_PRELOAD` of
+    /// libfaketime to move its wall clock).
+    pub fn set_env(&mut self, id: u64, key: &str, value: &str) {
+        let node = self.nodes.get_mut(&id).expect("node id");
+        node.env.retain(|(k, _)| k != key);
+        node.env.push((key.to_string(), value.to_string()));
     }
 
     /// Starts node `id` (laid out by [`Cluster::prepare`] or stopped before).
@@ -248,6 +260,7 @@ impl Cluster {
                 "RUST_LOG",
                 "info,openraft=warn,openraft::core::heartbeat=error",
             )
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
             .stderr(log)

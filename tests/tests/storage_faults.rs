@@ -153,3 +153,86 @@ async fn a_wiped_member_never_helps_elect_a_leader_that_lacks_acknowledged_write
         assert_eq!(got.map(|g| g.value), Some(Bytes::from(v.clone())), "{k}");
     }
 }
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// A raw put under a fixed `(client_id, sequence)`: what a client's retry of one write sends.
+fn identified_put(key: &str, value: &str) -> ringkv_proto::pb::PutRequest {
+    ringkv_proto::pb::PutRequest {
+        header: Some(ringkv_proto::pb::RequestHeader {
+            client_id: 4242,
+            sequence: 1,
+            ..Default::default()
+        }),
+        key: Bytes::from(key.to_string()),
+        value: Bytes::from(value.to_string()),
+    }
+}
+
+/// Every node's wall clock jumps an hour ahead (libfaketime) after a write: nothing expires
+/// early, so a late retry of that write is still recognised and applies nothing. Before
+/// cluster time, leaders stamped wall-clock time, the next expiry pass (every 1,024 entries)
+/// dropped every client's records, and the retry applied a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wall_clock_an_hour_ahead_expires_no_deduplication_record() {
+    if !std::path::Path::new(FAKETIME_LIB).exists() {
+        ringkv_tests::skip("libfaketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let mut cluster = Cluster::start(3, 1);
+    cluster
+        .wait_for_leaders(Duration::from_secs(15))
+        .await
+        .expect("leaders");
+    let mut kv =
+        ringkv_proto::pb::kv_client::KvClient::connect(format!("http://{}", cluster.addr(1)))
+            .await
+            .expect("connect");
+    // Any node forwards to the leader; retried until a leader answers.
+    let first = kv
+        .put(identified_put("clock:order", "paid-once"))
+        .await
+        .expect("first put")
+        .into_inner();
+
+    for id in 1..=3 {
+        cluster.stop(id);
+        cluster.set_env(id, "LD_PRELOAD", FAKETIME_LIB);
+        cluster.set_env(id, "FAKETIME", "+1h");
+    }
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders with clocks an hour ahead");
+    // Past the next expiry pass (every 1,024 log indexes).
+    let writer = cluster.client();
+    for i in 0..1_100 {
+        writer
+            .put(format!("clock:filler:{}", i % 50), "x")
+            .await
+            .unwrap_or_else(|e| panic!("filler write {i}: {e}"));
+    }
+    let mut kv =
+        ringkv_proto::pb::kv_client::KvClient::connect(format!("http://{}", cluster.addr(1)))
+            .await
+            .expect("connect");
+    let retry = kv
+        .put(identified_put("clock:order", "paid-twice"))
+        .await
+        .expect("late retry")
+        .into_inner();
+    assert_eq!(
+        retry.version, first.version,
+        "the retry was answered as the write it repeats, not applied again"
+    );
+    let got = cluster
+        .client()
+        .get("clock:order", ReadConsistency::Linearizable)
+        .await
+        .expect("read")
+        .map(|g| g.value);
+    assert_eq!(got, Some(Bytes::from_static(b"paid-once")));
+}

@@ -3,7 +3,7 @@
 //! Files: `<dir>/<sequence>.wal` segments, replayed in sequence order at start-up; each is
 //! allocated at its full size when it is created (`fallocate`) and records are written
 //! inside it. A record is
-//! `len: u32 LE | xxh3(body): u64 LE | body`, the body a MessagePack [`Record`]. Every shard's
+//! `len: u32 LE | xxh3(body): u64 LE | body`, the body a MessagePack `Record`. Every shard's
 //! appends, votes, truncations and purges go into one stream, so one `fdatasync` makes all of
 //! them durable (group commit across shards), and no sled lock is ever taken on the Raft path.
 //!
