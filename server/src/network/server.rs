@@ -94,7 +94,10 @@ impl RaftService {
         let vote: Vote = decode(&head.vote).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let meta: SnapshotMeta =
             decode(&head.meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let dir = shard.sm.snapshot_dir().join("incoming");
+        let dir = shard
+            .sm
+            .snapshot_dir()
+            .join(crate::shard::state_machine::INCOMING_DIR);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -159,7 +162,15 @@ impl RaftService {
             meta: file_meta_of(&file)?,
             snapshot: file,
         };
-        reply(shard.raft.install_full_snapshot(vote, snap).await)
+        let result = shard.raft.install_full_snapshot(vote, snap).await;
+        // An installed file was moved into the snapshot directory; one openraft declined (a
+        // newer vote, an older snapshot) is still here and nothing will read it.
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                tracing::warn!(shard = shard.id, file = %path.display(), error = %e, "cannot remove a declined snapshot");
+            }
+        }
+        reply(result)
     }
 }
 

@@ -47,6 +47,10 @@ use crate::shard::snapshot::{self, SnapshotFile};
 use crate::storage::flush::FlushCoordinator;
 use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 
+/// Where snapshots from a leader are received (below the shard's snapshot directory) until
+/// they are installed (moved out) or declined (removed).
+pub const INCOMING_DIR: &str = "incoming";
+
 /// Entries per sled batch while installing a snapshot.
 const INSTALL_BATCH_RECORDS: usize = 4096;
 /// The write buffer is flushed to the tree once it holds this many keys... (A flush is one
@@ -141,6 +145,13 @@ impl StateMachine {
         let buffer = WriteBuffer::default();
         apply::index_dedup(&buffer, &tree)?;
         std::fs::create_dir_all(&snap_dir)?;
+        // Snapshots half-received when the node stopped, or received but never installed:
+        // nothing refers to them any more.
+        match std::fs::remove_dir_all(snap_dir.join(INCOMING_DIR)) {
+            Ok(()) => tracing::info!(shard, "removed snapshot files received but not installed"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         Ok(StateMachine {
             inner: Arc::new(Inner {
                 db: db.clone(),

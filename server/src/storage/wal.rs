@@ -1368,21 +1368,9 @@ mod tests {
         {
             let wal = Wal::open_with(&dir, 400 * 1024, &health)?;
             let mut a = LogStore::open(&wal, 0)?;
-            let payload = vec![7u8; 8 * 1024];
             let mut failed = None;
             for i in 1..=500u64 {
-                let mut e = entry(1, i);
-                e.payload = openraft::EntryPayload::Normal(crate::shard::command::Command {
-                    client_id: 1,
-                    sequence: i,
-                    acked_below: 0,
-                    stamped_ms: 0,
-                    op: crate::shard::command::Op::Put {
-                        key: bytes::Bytes::from_static(b"k"),
-                        value: bytes::Bytes::from(payload.clone()),
-                    },
-                });
-                match append(&mut a, vec![e]).await {
+                match append(&mut a, vec![big_entry(i, 8 * 1024)]).await {
                     Ok(()) => acked = i,
                     Err(e) => {
                         failed = Some(e);
