@@ -165,10 +165,10 @@ impl RaftService {
         let result = shard.raft.install_full_snapshot(vote, snap).await;
         // An installed file was moved into the snapshot directory; one openraft declined (a
         // newer vote, an older snapshot) is still here and nothing will read it.
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                tracing::warn!(shard = shard.id, file = %path.display(), error = %e, "cannot remove a declined snapshot");
-            }
+        if tokio::fs::try_exists(&path).await.unwrap_or(false)
+            && let Err(e) = tokio::fs::remove_file(&path).await
+        {
+            tracing::warn!(shard = shard.id, file = %path.display(), error = %e, "cannot remove a declined snapshot");
         }
         reply(result)
     }
