@@ -18,6 +18,9 @@ use tokio::sync::Mutex;
 const SHARDS: u32 = 4;
 const WRITERS: usize = 4;
 const WRITES_PER_WRITER_MAX: usize = 50_000;
+/// Acknowledged writes before node 3 is replaced: about 500 a shard, past `--snapshot-logs 200`
+/// plus `--log-keep-entries 50` on every shard.
+const WRITES_BEFORE_REPLACE: usize = 2_000;
 
 /// Voters of every shard, as each shard's leader reports them (via `ringkv member list`).
 fn voters(endpoints: &[String]) -> Vec<BTreeSet<u64>> {
@@ -108,7 +111,18 @@ async fn replacing_a_node_under_load_keeps_every_write_and_refuses_the_old_id() 
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Enough writes that every shard's leader has snapshotted and purged its log past what a
+    // new node would need (a fixed sleep left too few on a loaded machine: CI failure), so
+    // node 4 must catch up through a snapshot.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().await.len() < WRITES_BEFORE_REPLACE {
+        assert!(
+            Instant::now() < deadline,
+            "only {} writes acknowledged in 60 s",
+            acked.lock().await.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Remove node 3 while it runs (and leads some shards): its leaderships move first.
     let started = Instant::now();
