@@ -19,7 +19,8 @@
 //!   last record and synced before the next one is created); replay cuts that tail and treats
 //!   damage anywhere else as corruption.
 //! - A new segment starts with each shard's vote, committed and purged ids, so a segment is
-//!   removable once every entry in it is purged; removal goes oldest first.
+//!   removable once every entry in it is purged or copied forward into a newer segment (see
+//!   `Writer::rewrite_forward`); removal goes oldest first.
 //! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy and
 //!   `--log-keep-entries` bound them.
 
