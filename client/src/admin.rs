@@ -48,6 +48,9 @@ impl Client {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
                 Ok(Err(status)) => match classify(&status, false) {
                     Failure::Invalid(m) => return Err(Error::Invalid(m)),
+                    Failure::DiskFull { node, message } => {
+                        return Err(Error::DiskFull { node, message });
+                    }
                     Failure::Redirect(addr) if addr != target => {
                         last = format!("redirected to {addr}");
                         target = addr;

@@ -150,6 +150,8 @@ pub(crate) enum Failure {
     Unknown(String),
     /// Give up now.
     Invalid(String),
+    /// Give up now: a node of the shard is out of disk space (nothing was written).
+    DiskFull { node: Option<u64>, message: String },
 }
 
 pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
@@ -174,6 +176,14 @@ pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
         | meta::KIND_SHUTTING_DOWN
         | meta::KIND_INTERNAL => Failure::Definite(msg),
         meta::KIND_OUTCOME_UNKNOWN => Failure::Unknown(msg),
+        meta::KIND_DISK_FULL => Failure::DiskFull {
+            node: s
+                .metadata()
+                .get(meta::FULL_NODE_ID)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            message: msg,
+        },
         _ => {
             // Not a RingKV answer: a transport failure or a foreign server.
             if s.code() == Code::InvalidArgument || s.code() == Code::OutOfRange {
@@ -559,6 +569,12 @@ impl Client {
                     return Err(match unknown {
                         Some(u) => Error::OutcomeUnknown(format!("{u}; then: {m}")),
                         None => Error::Invalid(m),
+                    });
+                }
+                Failure::DiskFull { node, message } => {
+                    return Err(match unknown {
+                        Some(u) => Error::OutcomeUnknown(format!("{u}; then: {message}")),
+                        None => Error::DiskFull { node, message },
                     });
                 }
                 // A hint naming a node that already failed us in this request is stale (the

@@ -1,5 +1,6 @@
 //! The client's error type. Each variant tells the caller what happened to a write:
-//! [`Error::Invalid`] and [`Error::Unavailable`] mean it certainly took no effect;
+//! [`Error::Invalid`], [`Error::Unavailable`] and [`Error::DiskFull`] mean it certainly took no
+//! effect;
 //! [`Error::OutcomeUnknown`] means it may or may not have (never retry it blindly with a new
 //! identity: read the key to find out).
 
@@ -14,6 +15,11 @@ pub enum Error {
     /// The write may or may not have taken effect.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// A node of the shard (`node`, when the server named it) is out of disk space, so the
+    /// write was refused; nothing was written. Retrying succeeds only once space is freed on
+    /// that node (it then accepts writes again by itself). Reads are still served.
+    #[error("disk full: {message}")]
+    DiskFull { node: Option<u64>, message: String },
 }
 
 impl Error {

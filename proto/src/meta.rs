@@ -9,6 +9,8 @@ pub const ERROR_KIND: &str = "x-ringkv-error";
 pub const LEADER_ID: &str = "x-ringkv-leader-id";
 /// The client address of the shard's leader, when known.
 pub const LEADER_ADDR: &str = "x-ringkv-leader-addr";
+/// With [`KIND_DISK_FULL`]: the id of the node that is out of disk space.
+pub const FULL_NODE_ID: &str = "x-ringkv-full-node-id";
 
 /// Input rejected; nothing was written. Do not retry.
 pub const KIND_INVALID: &str = "invalid";
@@ -22,5 +24,8 @@ pub const KIND_OVERLOADED: &str = "overloaded";
 pub const KIND_OUTCOME_UNKNOWN: &str = "outcome_unknown";
 /// The node is shutting down; retry elsewhere (definitely not applied).
 pub const KIND_SHUTTING_DOWN: &str = "shutting_down";
+/// A node of the shard is out of disk space; nothing was written. Retrying helps only once
+/// space is freed (the node named in [`FULL_NODE_ID`] accepts writes again by itself).
+pub const KIND_DISK_FULL: &str = "disk_full";
 /// A storage or internal error; the shard is out of service on this node.
 pub const KIND_INTERNAL: &str = "internal";

@@ -35,6 +35,7 @@ pub struct AdminState {
     /// `/health` answers 503 once storage failed.
     pub storage: crate::storage::health::StorageHealth,
     pub wal: crate::storage::wal::Wal,
+    pub space: crate::storage::space::DiskSpace,
     /// A leader or follower silent for longer than this is not ready.
     pub contact_window: Duration,
     pub ready_lag_entries_max: u64,
@@ -85,6 +86,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     let storage = crate::metrics::StorageView {
         wal: &s.wal,
         health: &s.storage,
+        space: &s.space,
     };
     let body = s.metrics.render(&s.shards, &s.db, &storage);
     (

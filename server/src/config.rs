@@ -78,6 +78,12 @@ pub struct NodeArgs {
     /// sled's cache of hot pages, in MiB; colder pages are read through the OS page cache.
     #[arg(long, default_value_t = 128)]
     pub cache_mb: u64,
+    /// Refuse writes (RESOURCE_EXHAUSTED, kind disk_full) while the data directory's
+    /// filesystem has less free space than this, in MiB; accepted again once it has. The
+    /// headroom keeps sled and the write-ahead log from running out mid-write. 0: off (the
+    /// log's own allocation is still checked).
+    #[arg(long, default_value_t = 256)]
+    pub disk_free_min_mb: u64,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -106,6 +112,7 @@ pub struct Config {
     pub ready_lag_entries_max: u64,
     pub limits: Limits,
     pub cache_mb: u64,
+    pub disk_free_min_mb: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +287,7 @@ impl NodeArgs {
                 scan_limit_max: 10_000,
             },
             cache_mb: self.cache_mb,
+            disk_free_min_mb: self.disk_free_min_mb,
         })
     }
 }

@@ -26,6 +26,7 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
 pub struct StorageView<'a> {
     pub wal: &'a crate::storage::wal::Wal,
     pub health: &'a crate::storage::health::StorageHealth,
+    pub space: &'a crate::storage::space::DiskSpace,
 }
 
 /// The node's metrics registry and handles.
@@ -62,6 +63,9 @@ pub struct Metrics {
     wal_rewrites: IntGauge,
     shard_wal_segments_pinned: IntGaugeVec,
     storage_failed: IntGauge,
+    disk_full: IntGauge,
+    disk_free_bytes: IntGauge,
+    disk_full_refusals: IntCounter,
     process_resident_bytes: IntGauge,
     scrapes: IntCounter,
 }
@@ -293,6 +297,27 @@ impl Metrics {
                     "1 once a write or sync of durable state failed (the node then stops).",
                 )?,
             )?,
+            disk_full: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_disk_full",
+                    "1 while this node is out of disk space (the write-ahead log cannot allocate its next segment, or free space is below --disk-free-min-mb): writes to the shards it votes in are refused.",
+                )?,
+            )?,
+            disk_free_bytes: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_disk_free_bytes",
+                    "Free bytes on the data directory's filesystem at the last sample.",
+                )?,
+            )?,
+            disk_full_refusals: register(
+                &r,
+                IntCounter::new(
+                    "ringkv_writes_refused_disk_full_total",
+                    "Writes this node refused because it or a voter of the shard was out of disk space.",
+                )?,
+            )?,
             process_resident_bytes: register(
                 &r,
                 IntGauge::new(
@@ -341,6 +366,10 @@ impl Metrics {
         }
     }
 
+    pub fn count_disk_full_refusal(&self) {
+        self.disk_full_refusals.inc();
+    }
+
     pub fn observe_proposal(&self, started: Instant) {
         self.proposal_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -360,6 +389,12 @@ impl Metrics {
         self.wal_rewrites.set(wal.rewrites as i64);
         self.storage_failed
             .set(i64::from(storage.health.failure().is_some()));
+        self.disk_full
+            .set(i64::from(storage.space.shortage().is_some()));
+        if let Some(free) = storage.space.free_bytes() {
+            self.disk_free_bytes
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
         for shard in shards.iter() {
             let m = shard.metrics();
             let label = shard.id.to_string();

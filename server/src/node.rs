@@ -38,6 +38,7 @@ use crate::shard::state_machine::StateMachine;
 use crate::shard::{Shard, Shards};
 use crate::storage::flush::FlushCoordinator;
 use crate::storage::health::StorageHealth;
+use crate::storage::space::DiskSpace;
 use crate::storage::wal::Wal;
 use crate::typ::{Node, Raft};
 
@@ -164,6 +165,13 @@ pub async fn run(
     let wal_dir = cfg.data_dir.join("wal");
     let wal = Wal::open(&wal_dir, &health)
         .with_context(|| format!("opening the write-ahead log at {}", wal_dir.display()))?;
+    let space = DiskSpace::new(
+        cfg.id,
+        &cfg.data_dir,
+        cfg.disk_free_min_mb * 1024 * 1024,
+        &health,
+    );
+    space.sample();
     let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
     let ctx = Arc::new(NetContext {
         cluster_id: cfg.cluster_id.clone(),
@@ -199,12 +207,14 @@ pub async fn run(
         admission: admission.clone(),
         shutting_down: shutting_down.clone(),
         metrics: metrics.clone(),
+        space: space.clone(),
     };
     let cluster = Arc::new(ClusterService {
         cluster_id: cfg.cluster_id.clone(),
         router: router.clone(),
         peers: cfg.peers.clone(),
         incarnation: opened.incarnation,
+        space: space.clone(),
     });
     let cancel = CancellationToken::new();
     let raft_rpc = RaftService {
@@ -254,6 +264,7 @@ pub async fn run(
                 cluster,
                 storage: health.clone(),
                 wal: wal.clone(),
+                space: space.clone(),
                 // Longer than an election, so followers of a shard whose leader vanished stay
                 // ready while a new one is chosen. With pre-vote, a follower only starts an
                 // election once its own lease has run out and a peer's has too, so re-election
@@ -281,8 +292,10 @@ pub async fn run(
         opened.incarnation,
         shards.clone(),
         router.pool.clone(),
+        space.clone(),
         cancel.clone(),
     ));
+    let space_sampler = tokio::spawn(space.clone().run(cancel.clone()));
     let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(
         cfg.id,
         shards.clone(),
@@ -313,6 +326,7 @@ pub async fn run(
     cancel.cancel();
     let _ = balancer.await;
     let _ = readmit.await;
+    let _ = space_sampler.await;
     let _ = leadership_log.await;
     if let Some(admin) = admin {
         match admin.await {

@@ -11,6 +11,9 @@
 //! commit), the leader records the new incarnation with a single-entry membership change
 //! (`SetNodes`: no voter moves, so no joint configuration). From then on the node votes again.
 //!
+//! The same poll carries each member's disk-space state to [`DiskSpace`], so the leader
+//! refuses writes to a shard while one of its voters is out of space.
+//!
 //! Does not: add or remove members (`membership`), or decide anything from a node's own
 //! claim without the catch-up check; a member that does not answer is left as it is.
 
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::{Shard, Shards};
+use crate::storage::space::DiskSpace;
 use crate::typ::{Node, NodeId};
 
 const POLL: Duration = Duration::from_secs(1);
@@ -64,6 +68,7 @@ pub async fn run(
     incarnation: u64,
     shards: Shards,
     pool: Arc<ChannelPool>,
+    space: DiskSpace,
     cancel: CancellationToken,
 ) {
     let mut waiting = Waiting::new();
@@ -93,14 +98,17 @@ pub async fn run(
             let (pool, cluster_id) = (&pool, &cluster_id);
             async move {
                 let status = peer_status(pool, cluster_id, *id, addr).await;
-                (*id, status.map(|s| s.incarnation))
+                (*id, status.map(|s| (s.incarnation, s.disk_full)))
             }
         }))
         .await;
-        let mut observed: HashMap<NodeId, u64> = answers
-            .into_iter()
-            .filter_map(|(id, i)| i.map(|i| (id, i)))
-            .collect();
+        let mut observed: HashMap<NodeId, u64> = HashMap::new();
+        for (id, answer) in answers {
+            if let Some((incarnation, disk_full)) = answer {
+                observed.insert(id, incarnation);
+                space.note_peer(id, (!disk_full.is_empty()).then_some(disk_full));
+            }
+        }
         observed.insert(self_id, incarnation);
         for shard in led {
             if cancel.is_cancelled() {

@@ -29,6 +29,8 @@ pub struct ClusterService {
     pub peers: BTreeMap<u64, String>,
     /// This node's data-directory incarnation (reported in `Status`).
     pub incarnation: u64,
+    /// Whether this node is out of disk space (reported in `Status`).
+    pub space: crate::storage::space::DiskSpace,
 }
 
 pub fn role(state: ServerState) -> &'static str {
@@ -161,6 +163,7 @@ impl ClusterService {
             shards,
             version: env!("CARGO_PKG_VERSION").to_string(),
             incarnation: self.incarnation,
+            disk_full: self.space.shortage().unwrap_or_default(),
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum KvError {
     /// Retry on another node; nothing was written.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A node of the shard is out of disk space; nothing was written. Retry once space is
+    /// freed.
+    #[error("{0}; writes are refused until space is freed (reads are served)")]
+    DiskFull(#[from] crate::storage::space::DiskFull),
     /// The shard is out of service on this node (storage error or stopped group).
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,11 +50,15 @@ impl From<KvError> for Status {
             KvError::Overloaded(_) => (Code::ResourceExhausted, meta::KIND_OVERLOADED),
             KvError::OutcomeUnknown(_) => (Code::Unknown, meta::KIND_OUTCOME_UNKNOWN),
             KvError::ShuttingDown => (Code::Unavailable, meta::KIND_SHUTTING_DOWN),
+            KvError::DiskFull(_) => (Code::ResourceExhausted, meta::KIND_DISK_FULL),
             KvError::Internal(_) => (Code::Internal, meta::KIND_INTERNAL),
         };
         let mut status = Status::new(code, e.to_string());
         let md = status.metadata_mut();
         md.insert(meta::ERROR_KIND, MetadataValue::from_static(kind));
+        if let KvError::DiskFull(full) = &e {
+            md.insert(meta::FULL_NODE_ID, MetadataValue::from(full.node));
+        }
         if let KvError::NotLeader {
             leader_id,
             leader_addr,

@@ -33,6 +33,7 @@ use crate::service::error::KvError;
 use crate::service::limits::Limits;
 use crate::shard::Shard;
 use crate::shard::command::{Command, CommandResponse, Expected, Op};
+use crate::storage::space::DiskSpace;
 
 /// Bytes of items one scan response carries at most; beyond it the scan is truncated.
 const SCAN_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -46,6 +47,8 @@ pub struct KvService {
     pub admission: Arc<Semaphore>,
     pub shutting_down: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
+    /// Refuses writes while this node or a voter of the shard is out of disk space.
+    pub space: DiskSpace,
 }
 
 fn forwarded(header: &Option<RequestHeader>) -> bool {
@@ -251,6 +254,17 @@ impl KvService {
         }
     }
 
+    /// Refuses a write to `shard` while this node or one of its voters is out of disk space:
+    /// before anything is proposed, so nothing was written.
+    fn admit_space(&self, shard: &Shard) -> Result<(), KvError> {
+        let m = shard.metrics();
+        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
+        self.space.check_write(voters).map_err(|e| {
+            self.metrics.count_disk_full_refusal();
+            KvError::DiskFull(e)
+        })
+    }
+
     /// Runs a write locally or at the leader.
     async fn write<T, F, Fut>(
         &self,
@@ -273,16 +287,19 @@ impl KvService {
                 leader_id,
                 leader_addr: addr,
             },
-            Route::Local(shard) => match self.propose(shard, header, op).await {
-                Ok(CommandResponse::Expired) => {
-                    return Err(KvError::Invalid(
-                        "sequence already acknowledged to this client; stale duplicate ignored"
-                            .into(),
-                    )
-                    .into());
-                }
-                Ok(resp) => return Ok(Response::new(local(resp)?)),
+            Route::Local(shard) => match self.admit_space(shard) {
                 Err(e) => e,
+                Ok(()) => match self.propose(shard, header, op).await {
+                    Ok(CommandResponse::Expired) => {
+                        return Err(KvError::Invalid(
+                            "sequence already acknowledged to this client; stale duplicate ignored"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    Ok(resp) => return Ok(Response::new(local(resp)?)),
+                    Err(e) => e,
+                },
             },
         };
         match err {

@@ -9,10 +9,15 @@
 //! Invariants: the first failure recorded is the one reported (file and error); `failed()`
 //! resolves for every waiter once tripped. It does not stop anything itself: the node watches
 //! it, answers `/health` 503 and exits non-zero.
+//!
+//! Beside the latch it carries one condition that is not a failure and clears by itself: the
+//! write-ahead log could not reserve its next segment because the disk is full
+//! ([`StorageHealth::space_short`]). Nothing was lost then; the node refuses new writes
+//! (`storage::space`) until the reservation succeeds.
 
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +42,8 @@ pub struct StorageHealth {
 struct Inner {
     failure: OnceLock<String>,
     tripped: CancellationToken,
+    /// Why the write-ahead log has no reserved next segment, while it has none.
+    space_short: Mutex<Option<String>>,
 }
 
 impl StorageHealth {
@@ -59,6 +66,36 @@ impl StorageHealth {
     /// Resolves once the latch is tripped.
     pub async fn failed(&self) {
         self.inner.tripped.cancelled().await
+    }
+
+    /// Records whether the write-ahead log is short of reserved space (`Some(why)`) or has its
+    /// next segment reserved again (`None`); logs each change once.
+    pub fn set_space_short(&self, why: Option<String>) {
+        let mut short = self
+            .inner
+            .space_short
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (&*short, &why) {
+            (None, Some(w)) => tracing::warn!(reason = %w,
+                "the disk is full: the write-ahead log cannot reserve its next segment; writes are refused until space returns"),
+            (Some(_), None) => {
+                tracing::info!(
+                    "the write-ahead log reserved its next segment again: writes are accepted"
+                )
+            }
+            _ => {}
+        }
+        *short = why;
+    }
+
+    /// Why the write-ahead log cannot reserve its next segment, if it cannot.
+    pub fn space_short(&self) -> Option<String> {
+        self.inner
+            .space_short
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

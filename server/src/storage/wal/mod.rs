@@ -48,9 +48,9 @@ pub use log::ShardLog;
 pub(crate) use record::{Queued, Record, entry_bytes};
 pub(crate) use writer::Waiter;
 
-use record::frame;
+use record::{ShardMeta, frame};
 use replay::replay_segment;
-use writer::{Pending, Segment, Writer, start_segment};
+use writer::{Pending, Segment, Writer, remove_spare, start_segment};
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -114,7 +114,7 @@ fn lock<T>(m: &Mutex<T>) -> io::Result<MutexGuard<'_, T>> {
 /// The log's footprint, as the writer last saw it (the node's metrics).
 #[derive(Clone, Debug, Default)]
 pub struct WalStats {
-    /// Bytes of every segment file (the current one at its reserved size).
+    /// Bytes of every segment file (the current one at its reserved size) and the spare.
     pub bytes: u64,
     pub segments: u64,
     /// Per shard, how many segments it keeps from removal (entries neither purged nor
@@ -176,6 +176,19 @@ impl Wal {
             .iter()
             .filter_map(|(k, v)| v.purged.as_ref().map(|p| (*k, p.index())))
             .collect();
+        let meta: BTreeMap<u32, ShardMeta> = shards
+            .iter()
+            .map(|(k, v)| {
+                let m = ShardMeta {
+                    vote: v.vote,
+                    committed: v.committed,
+                    purged: v.purged,
+                };
+                (*k, m)
+            })
+            .collect();
+        // A spare left by a crash before it became a segment holds nothing.
+        remove_spare(dir)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             pending: Mutex::new(Pending::default()),
@@ -191,14 +204,29 @@ impl Wal {
             stats: Mutex::default(),
         });
         let next = sequences.last().map(|s| s + 1).unwrap_or(1);
-        let (file, file_bytes) = start_segment(&shared, next, segment_bytes)?;
+        let path = segment_path(dir, next);
+        let (file, file_bytes) = start_segment(dir, next, segment_bytes, &meta, None)
+            .map_err(|e| {
+                if writer::is_full(&e) {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot reserve a {segment_bytes}-byte write-ahead log segment at {}: the disk is full ({e}); free space and start again",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+        let reserved_bytes = segment_bytes.max(file_bytes);
         segments.push_back(Segment {
             sequence: next,
-            path: segment_path(dir, next),
+            path: path.clone(),
             max_index: HashMap::new(),
-            bytes: segment_bytes.max(file_bytes),
+            bytes: reserved_bytes,
         });
-        let writer = Writer {
+        let mut writer = Writer {
             shared: shared.clone(),
             segments,
             durable_purged,
@@ -207,9 +235,18 @@ impl Wal {
             purges_durable: 0,
             segment_bytes,
             file_bytes,
+            reserved_bytes,
             file,
-            path: segment_path(dir, next),
+            path,
+            meta,
+            spare: None,
+            spare_tried: None,
+            held: None,
         };
+        writer
+            .keep_spare()
+            .map_err(|(path, e)| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        writer.publish_stats();
         let writer = std::thread::Builder::new()
             .name("ringkv-wal".into())
             .spawn(move || writer.run())?;
@@ -256,6 +293,9 @@ impl Wal {
         }
         if let Some(i) = record.purged_to {
             merge_max(&mut pending.purged_to, [(record.shard, i)]);
+        }
+        if let Some(m) = record.meta {
+            pending.meta.push((record.shard, m));
         }
         // Records nobody waits for (committed, truncate, purge) ride along with the next
         // waited-for write instead of costing an fsync of their own.

@@ -62,17 +62,69 @@ pub(crate) struct Queued {
     pub purged_to: Option<u64>,
     /// Completed once the record is durable.
     pub waiter: Option<Waiter>,
+    /// What the record changes of the shard's vote, committed or purged id.
+    pub meta: Option<MetaChange>,
 }
 
 impl Queued {
     pub fn new<E: Serialize>(shard: u32, record: &Record<E>) -> io::Result<Queued> {
+        let meta = match record {
+            Record::Vote { vote, .. } => Some(MetaChange::Vote(*vote)),
+            Record::Committed { committed, .. } => Some(MetaChange::Committed(*committed)),
+            Record::Purge { upto, .. } => Some(MetaChange::Purged(*upto)),
+            Record::Append { .. } | Record::Truncate { .. } | Record::Checkpoint { .. } => None,
+        };
         Ok(Queued {
             shard,
             body: encode(record)?,
             max_index: None,
             purged_to: None,
             waiter: None,
+            meta,
         })
+    }
+}
+
+/// A change a record makes to a shard's metadata (see [`ShardMeta`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MetaChange {
+    Vote(Vote),
+    Committed(Option<LogId>),
+    Purged(LogId),
+}
+
+/// One shard's vote, committed and purged ids as of a point in the stream: what replaying the
+/// stream up to that point yields, and so what a segment starting there must record in its
+/// head ([`Record::Checkpoint`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ShardMeta {
+    pub vote: Option<Vote>,
+    pub committed: Option<LogId>,
+    pub purged: Option<LogId>,
+}
+
+impl ShardMeta {
+    /// The state after `change`, as replay applies it.
+    pub fn apply(&mut self, change: &MetaChange) {
+        match change {
+            MetaChange::Vote(v) => self.vote = Some(*v),
+            MetaChange::Committed(c) => self.committed = *c,
+            MetaChange::Purged(p) => {
+                if self.purged.as_ref().is_none_or(|have| have < p) {
+                    self.purged = Some(*p);
+                }
+            }
+        }
+    }
+
+    /// The head record of a segment that starts with this state.
+    pub fn checkpoint(&self, shard: u32) -> Record<()> {
+        Record::Checkpoint {
+            shard,
+            vote: self.vote,
+            committed: self.committed,
+            purged: self.purged,
+        }
     }
 }
 

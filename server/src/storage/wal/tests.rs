@@ -50,7 +50,10 @@ fn data_end(path: &Path) -> io::Result<usize> {
 fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -266,31 +269,30 @@ fn big_entry(index: u64, value_bytes: usize) -> Entry {
     e
 }
 
-/// Fail-stop on a real write error (ENOSPC past the segment's reserved end on a full
-/// tmpfs): the failed batch is not acknowledged, and neither is anything queued behind it,
-/// although writing that would succeed (it would land over the failed batch).
+/// Fail-stop on a real write error (`EFBIG` from the kernel: the file size limit is set
+/// inside the segment's allocation, in a child process of this test): the failed batch is not
+/// acknowledged, and neither is anything queued behind it, although writing that would
+/// succeed (it would land over the failed batch).
 #[tokio::test]
 async fn nothing_queued_behind_a_failed_write_is_written_or_acknowledged() -> io::Result<()> {
-    let Some(disk) = SmallDisk::mount("1m") else {
+    if !in_child(
+        "storage::wal::tests::nothing_queued_behind_a_failed_write_is_written_or_acknowledged",
+    )? {
         return Ok(());
-    };
-    let dir = disk.dir.path().join("wal");
+    }
+    let disk = tempfile::tempdir()?;
+    let dir = disk.path().join("wal");
     let health = StorageHealth::default();
-    let wal = Wal::open_with(&dir, 256 * 1024, &health)?;
+    let wal = Wal::open_with(&dir, 1024 * 1024, &health)?;
     let mut a = LogStore::open(&wal, 0)?;
     let mut b = LogStore::open(&wal, 1)?;
     for i in 1..=4 {
         append(&mut a, vec![big_entry(i, 40 * 1024)]).await?;
     }
-    // Leave 8 KiB free on the disk, then write far past the segment's reserved end.
-    let free = nix::sys::statvfs::statvfs(disk.dir.path()).map_err(io::Error::from)?;
-    let free_bytes = free.blocks_available() * free.fragment_size();
-    fs::write(
-        disk.dir.path().join("ballast"),
-        vec![0u8; (free_bytes - 8192) as usize],
-    )?;
+    // Writes past 200 KiB of any file now fail; the next batch runs past that.
+    limit_file_size(200 * 1024)?;
     let (go, wait) = std::sync::mpsc::channel();
-    *WRITE_GATE.lock().map_err(|_| io::Error::other("gate"))? = Some((200 * 1024, wait));
+    *WRITE_GATE.lock().map_err(|_| io::Error::other("gate"))? = Some((150 * 1024, wait));
     let (tx, failing) = TypeConfig::oneshot();
     let big: Vec<Entry> = (5..=9).map(|i| big_entry(i, 40 * 1024)).collect();
     a.append(big, IOFlushed::<TypeConfig>::signal(tx)).await?;
@@ -301,18 +303,17 @@ async fn nothing_queued_behind_a_failed_write_is_written_or_acknowledged() -> io
         .await?;
     go.send(()).map_err(io::Error::other)?;
     let failed = failing.await.map_err(io::Error::other)?;
-    assert!(failed.is_err(), "the write past the free space fails");
+    assert!(failed.is_err(), "the write past the size limit fails");
     let behind = behind.await.map_err(io::Error::other)?;
     assert!(
         behind.is_err(),
         "a record queued behind a failed write is never acknowledged"
     );
     let reason = health.failure().unwrap_or_default().to_string();
-    assert!(reason.contains("No space left"), "{reason}");
+    assert!(reason.contains("too large"), "{reason}");
     drop((a, b, wal));
-    fs::remove_file(disk.dir.path().join("ballast"))?;
-    assert!(disk.resize("8m"), "remount with space");
-    let wal = Wal::open_with(&dir, 256 * 1024, &StorageHealth::default())?;
+    limit_file_size(nix::sys::resource::RLIM_INFINITY)?;
+    let wal = Wal::open_with(&dir, 1024 * 1024, &StorageHealth::default())?;
     let mut b = LogStore::open(&wal, 1)?;
     assert_eq!(
         indexes(&mut b).await?,
@@ -320,6 +321,49 @@ async fn nothing_queued_behind_a_failed_write_is_written_or_acknowledged() -> io
         "nothing behind the failure reached the disk"
     );
     Ok(())
+}
+
+/// Env var that marks the child process of [`in_child`].
+const CHILD_ENV: &str = "RINGKV_TEST_WAL_CHILD";
+
+/// Runs the test named `test` again in a child process of this test binary and asserts it
+/// passed there (`Ok(false)`: the caller is done), or, in that child, returns `Ok(true)`: the
+/// caller runs its body. Lets a test change process-wide limits without touching others.
+fn in_child(test: &str) -> io::Result<bool> {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // Writes past the limit then fail with EFBIG instead of killing the process with
+        // SIGXFSZ; threads started from here on (the log's writer) inherit the mask.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGXFSZ);
+        set.thread_block().map_err(io::Error::from)?;
+        return Ok(true);
+    }
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the child run failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "the child ran no test (wrong name?):\n{text}"
+    );
+    Ok(false)
+}
+
+/// In an [`in_child`] process: from now on, writing past `bytes` of any file fails with
+/// `EFBIG`.
+fn limit_file_size(bytes: u64) -> io::Result<()> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    assert!(
+        std::env::var_os(CHILD_ENV).is_some(),
+        "only in a child process"
+    );
+    setrlimit(Resource::RLIMIT_FSIZE, bytes, RLIM_INFINITY).map_err(io::Error::from)
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop: a real filesystem
@@ -345,14 +389,6 @@ impl SmallDisk {
         }
         Some(SmallDisk { dir })
     }
-
-    fn resize(&self, size: &str) -> bool {
-        std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
 }
 
 impl Drop for SmallDisk {
@@ -363,20 +399,22 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Fail-stop on a real full disk: once a segment cannot be allocated, the failure names
-/// the file, trips the health latch, and nothing is accepted or written after it; a
-/// restart (with space back) replays every acknowledged entry and nothing refused.
+/// Fail-stop on a real write error (`EFBIG` past a file size limit, in a child process):
+/// the failure names the file, trips the health latch, and nothing is accepted or written
+/// after it; a restart replays every acknowledged entry and nothing refused.
 #[tokio::test]
 async fn a_failed_write_stops_the_log_for_good() -> io::Result<()> {
-    let Some(disk) = SmallDisk::mount("1m") else {
+    if !in_child("storage::wal::tests::a_failed_write_stops_the_log_for_good")? {
         return Ok(());
-    };
-    let dir = disk.dir.path().join("wal");
+    }
+    let disk = tempfile::tempdir()?;
+    let dir = disk.path().join("wal");
     let health = StorageHealth::default();
     let mut acked = 0;
     {
         let wal = Wal::open_with(&dir, 400 * 1024, &health)?;
         let mut a = LogStore::open(&wal, 0)?;
+        limit_file_size(100 * 1024)?;
         let mut failed = None;
         for i in 1..=500u64 {
             match append(&mut a, vec![big_entry(i, 8 * 1024)]).await {
@@ -387,19 +425,19 @@ async fn a_failed_write_stops_the_log_for_good() -> io::Result<()> {
                 }
             }
         }
-        let err = failed.ok_or_else(|| io::Error::other("the full disk was never noticed"))?;
+        let err = failed.ok_or_else(|| io::Error::other("the write error was never noticed"))?;
         let reason = health.failure().unwrap_or_default().to_string();
         assert!(
             reason.contains(".wal"),
             "the failure names the file: {reason}"
         );
-        assert!(reason.contains("No space left"), "{reason} / {err}");
+        assert!(reason.contains("too large"), "{reason} / {err}");
         // Nothing after the failure is accepted, let alone written.
         assert!(append(&mut a, vec![entry(1, acked + 2)]).await.is_err());
         assert!(a.save_vote(&Vote::new(9, 1)).await.is_err());
         assert!(wal.flush().await.is_err());
     }
-    assert!(disk.resize("8m"), "remount with space");
+    limit_file_size(nix::sys::resource::RLIM_INFINITY)?;
     let wal = Wal::open_with(&dir, 400 * 1024, &StorageHealth::default())?;
     let mut a = LogStore::open(&wal, 0)?;
     let got = indexes(&mut a).await?;
@@ -414,6 +452,92 @@ async fn a_failed_write_stops_the_log_for_good() -> io::Result<()> {
         a.read_vote().await?,
         None,
         "the refused vote never reached the disk"
+    );
+    Ok(())
+}
+
+/// A full disk is not a failure: the segment after the current one is allocated ahead, so
+/// `ENOSPC` shows when that allocation fails, while the current segment still has room. The
+/// log reports the shortage (the node then refuses new writes), keeps writing inside what is
+/// allocated, holds a batch that does not fit (unacknowledged, unwritten) instead of failing
+/// it, and goes on by itself once space returns. Nothing acknowledged is lost.
+#[tokio::test]
+async fn a_full_disk_holds_writes_until_space_returns() -> io::Result<()> {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return Ok(());
+    };
+    let dir = disk.dir.path().join("wal");
+    let health = StorageHealth::default();
+    let wal = Wal::open_with(&dir, 192 * 1024, &health)?;
+    let mut a = LogStore::open(&wal, 0)?;
+    assert!(
+        health.space_short().is_none(),
+        "the next segment is allocated at open"
+    );
+    // Leave 64 KiB free: the next spare segment cannot be allocated.
+    let free = nix::sys::statvfs::statvfs(disk.dir.path()).map_err(io::Error::from)?;
+    let free_bytes = free.blocks_available() * free.fragment_size();
+    fs::write(
+        disk.dir.path().join("ballast"),
+        vec![0u8; (free_bytes - 64 * 1024) as usize],
+    )?;
+    let mut acked = 0u64;
+    let mut held = None;
+    for i in 1..=200u64 {
+        let (tx, mut rx) = TypeConfig::oneshot();
+        a.append(
+            vec![big_entry(i, 8 * 1024)],
+            IOFlushed::<TypeConfig>::signal(tx),
+        )
+        .await?;
+        match tokio::time::timeout(std::time::Duration::from_secs(3), &mut rx).await {
+            Ok(r) => {
+                r.map_err(io::Error::other)??;
+                acked = i;
+            }
+            Err(_) => {
+                held = Some((i, rx));
+                break;
+            }
+        }
+    }
+    let (held_index, held) = held.ok_or_else(|| io::Error::other("no write was ever held"))?;
+    assert!(
+        acked * 8 * 1024 > 192 * 1024,
+        "the first segment filled and the spare became the second ({acked} acked)"
+    );
+    let short = health.space_short().unwrap_or_default();
+    assert!(
+        short.contains("No space left"),
+        "the shortage is reported: {short:?}"
+    );
+    assert!(
+        health.failure().is_none(),
+        "a full disk is not a storage failure"
+    );
+    // Space returns: the held batch is written and acknowledged without a restart.
+    fs::remove_file(disk.dir.path().join("ballast"))?;
+    tokio::time::timeout(std::time::Duration::from_secs(10), held)
+        .await
+        .map_err(|_| io::Error::other("the held write never went on after space returned"))?
+        .map_err(io::Error::other)??;
+    for _ in 0..100 {
+        if health.space_short().is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        health.space_short().is_none(),
+        "the shortage clears by itself"
+    );
+    append(&mut a, vec![big_entry(held_index + 1, 8 * 1024)]).await?;
+    drop((a, wal));
+    let wal = Wal::open_with(&dir, 192 * 1024, &StorageHealth::default())?;
+    let mut a = LogStore::open(&wal, 0)?;
+    assert_eq!(
+        indexes(&mut a).await?,
+        (1..=held_index + 1).collect::<Vec<_>>()
     );
     Ok(())
 }

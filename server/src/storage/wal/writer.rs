@@ -11,13 +11,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use tokio::sync::oneshot;
 
-use super::record::{Record, entry_bytes, frame};
+use super::record::{MetaChange, Record, ShardMeta, entry_bytes, frame};
 use super::{PENDING_BYTES_MAX, Shared, lock, merge_max, segment_path};
 use crate::codec::encode;
 use crate::typ::TypeConfig;
@@ -60,7 +60,10 @@ pub(super) struct Pending {
     pub(super) failed: Option<String>,
     /// Shards whose live entries were queued again as one record (rewritten forward).
     pub(super) rewrites: Vec<u32>,
+    /// Metadata changes among the queued records, in stream order.
+    pub(super) meta: Vec<(u32, MetaChange)>,
 }
+
 pub(super) struct Segment {
     pub(super) sequence: u64,
     pub(super) path: PathBuf,
@@ -94,39 +97,93 @@ fn sync_records(file: &File) -> io::Result<()> {
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
-/// Creates segment `sequence` headed by every shard's metadata, synced with its directory, and
-/// sized to `segment_bytes` up front (a sparse file: records are then written inside it, and
-/// an `fdatasync` need not also record a new file size; 158-193 -> 127-164 us per 400-byte
-/// write and sync, measured standalone on this machine's disk). Returns the file and the bytes
-/// of its head. Called with no other writer running (at open) or under the pending lock
-/// (rotation).
+/// The file a segment is prepared in before it is named (never read by replay: not a
+/// `<sequence>.wal` name).
+const SPARE_NAME: &str = "next-segment.spare";
+/// How often a spare segment is tried again while the disk is full.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether `e` means the disk (or the user's quota) is full: the WAL then waits for space
+/// instead of failing.
+pub(super) fn is_full(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(e.raw_os_error(), Some(c) if c == Errno::ENOSPC as i32 || c == Errno::EDQUOT as i32)
+}
+
+/// Removes a spare segment left behind (at open: it never became part of the stream).
+pub(super) fn remove_spare(dir: &Path) -> io::Result<()> {
+    match fs::remove_file(dir.join(SPARE_NAME)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The head of a segment starting with every shard at `meta`.
+fn head(meta: &BTreeMap<u32, ShardMeta>) -> io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    for (shard, m) in meta {
+        frame(&mut head, &encode(&m.checkpoint(*shard))?);
+    }
+    Ok(head)
+}
+
+/// Creates segment `sequence` headed by every shard's metadata as of the end of the stream
+/// before it (`meta`), synced with its directory, and allocated up front to `bytes` (records
+/// are then written inside it, and an `fdatasync` need not also record a new file size;
+/// 158-193 -> 127-164 us per 400-byte write and sync, measured standalone on this machine's
+/// disk). `spare`, when given, is a file at [`SPARE_NAME`] already allocated to `bytes`: it is
+/// headed, synced and renamed into place, so a full disk cannot stop the rotation. Returns the
+/// file and the bytes of its head.
 pub(super) fn start_segment(
-    shared: &Shared,
+    dir: &Path,
     sequence: u64,
-    segment_bytes: u64,
+    bytes: u64,
+    meta: &BTreeMap<u32, ShardMeta>,
+    spare: Option<File>,
 ) -> io::Result<(File, u64)> {
-    let path = segment_path(&shared.dir, sequence);
+    let path = segment_path(dir, sequence);
+    let head = head(meta)?;
+    let bytes = bytes.max(head.len() as u64);
+    let file = match spare {
+        Some(file) => {
+            file.write_all_at(&head, 0)?;
+            file.sync_data()?;
+            fs::rename(dir.join(SPARE_NAME), &path)?;
+            file
+        }
+        None => {
+            let file = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            file.write_all_at(&head, 0)?;
+            if let Err(e) = reserve(&file, bytes).and_then(|_| file.sync_data()) {
+                // Nothing of the stream is in it yet: leave no half-made segment behind.
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+            file
+        }
+    };
+    sync_dir(dir)?;
+    Ok((file, head.len() as u64))
+}
+
+/// Allocates a spare segment of `bytes` at [`SPARE_NAME`]; removes it again when that fails.
+fn make_spare(dir: &Path, bytes: u64) -> io::Result<File> {
+    let path = dir.join(SPARE_NAME);
     let file = OpenOptions::new()
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(&path)?;
-    let mut head = Vec::new();
-    for (shard, log) in lock(&shared.shards)?.iter() {
-        let log = lock(log)?;
-        let record: Record<()> = Record::Checkpoint {
-            shard: *shard,
-            vote: log.vote,
-            committed: log.committed,
-            purged: log.purged,
-        };
-        frame(&mut head, &encode(&record)?);
+    if let Err(e) = reserve(&file, bytes) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
     }
-    file.write_all_at(&head, 0)?;
-    reserve(&file, segment_bytes.max(head.len() as u64))?;
-    file.sync_data()?;
-    sync_dir(&shared.dir)?;
-    Ok((file, head.len() as u64))
+    Ok(file)
 }
 
 /// Allocates the segment's blocks up front (`fallocate`), so a full disk shows as `ENOSPC`
@@ -159,6 +216,7 @@ pub(super) struct Batch {
     pub(super) max_index: HashMap<u32, u64>,
     pub(super) purged_to: HashMap<u32, u64>,
     pub(super) rewrites: Vec<u32>,
+    pub(super) meta: Vec<(u32, MetaChange)>,
 }
 
 impl Batch {
@@ -169,6 +227,7 @@ impl Batch {
             max_index: std::mem::take(&mut p.max_index),
             purged_to: std::mem::take(&mut p.purged_to),
             rewrites: std::mem::take(&mut p.rewrites),
+            meta: std::mem::take(&mut p.meta),
         }
     }
 }
@@ -195,25 +254,48 @@ pub(super) struct Writer {
     pub(super) segment_bytes: u64,
     /// Bytes in the current segment.
     pub(super) file_bytes: u64,
+    /// Bytes allocated to the current segment: records are written only inside them.
+    pub(super) reserved_bytes: u64,
+    /// Per shard, the metadata as of the end of what was written (the next segment's head).
+    pub(super) meta: BTreeMap<u32, ShardMeta>,
+    /// The next segment, allocated ahead of need (`None` while the disk is too full for it).
+    pub(super) spare: Option<File>,
+    /// When allocating a spare last failed for want of space.
+    pub(super) spare_tried: Option<Instant>,
+    /// A batch taken for writing that did not fit and could not get a new segment: written
+    /// first once space returns.
+    pub(super) held: Option<Batch>,
 }
 
 impl Writer {
     pub(super) fn run(mut self) {
         loop {
-            let (batch, failed) = {
-                let Ok(mut p) = self.shared.pending.lock() else {
-                    return;
-                };
-                while p.waiters.is_empty() && p.buf.len() <= PENDING_BYTES_MAX / 2 && !p.closed {
-                    p = match self.shared.wake.wait(p) {
-                        Ok(p) => p,
-                        Err(_) => return,
+            let (batch, failed) = match self.held.take() {
+                Some(batch) => {
+                    let failed = lock(&self.shared.pending)
+                        .map(|p| p.failed.clone())
+                        .unwrap_or_else(|e| Some(e.to_string()));
+                    (batch, failed)
+                }
+                None => {
+                    let Ok(mut p) = self.shared.pending.lock() else {
+                        return;
                     };
+                    while p.waiters.is_empty()
+                        && p.buf.len() <= PENDING_BYTES_MAX / 2
+                        && !p.closed
+                        && !self.spare_due()
+                    {
+                        p = match self.shared.wake.wait_timeout(p, SPARE_RETRY) {
+                            Ok((p, _)) => p,
+                            Err(_) => return,
+                        };
+                    }
+                    if p.closed && p.buf.is_empty() && p.waiters.is_empty() {
+                        return;
+                    }
+                    (Batch::take(&mut p), p.failed.clone())
                 }
-                if p.closed && p.buf.is_empty() && p.waiters.is_empty() {
-                    return;
-                }
-                (Batch::take(&mut p), p.failed.clone())
             };
             if let Some(e) = failed {
                 // Fail-stop: after a failed write or sync nothing is written (it would land
@@ -224,20 +306,115 @@ impl Writer {
                 }
                 continue;
             }
+            // Room first: a batch is written only inside allocated space, so a full disk
+            // shows when space is allocated, never halfway through a record.
+            match self.make_room(batch.buf.len() as u64) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.wait_for_space(batch) {
+                        continue;
+                    }
+                    return;
+                }
+                Err(failure) => {
+                    self.fail(&failure);
+                    let outcome = Err(format!("{}: {}", failure.0.display(), failure.1));
+                    for w in batch.waiters {
+                        w.complete(&outcome);
+                    }
+                    continue;
+                }
+            }
             // Waiters complete after segment upkeep, so whoever waited sees its effects.
             let (result, waiters) = self.write_out(batch);
             let result = result.and_then(|_| self.maintain());
-            if let Err((path, e)) = &result {
-                self.shared.health.fail("write-ahead log write", path, e);
-                if let Ok(mut p) = self.shared.pending.lock() {
-                    p.failed = Some(format!("{}: {e}", path.display()));
-                }
+            if let Err(failure) = &result {
+                self.fail(failure);
             }
             let outcome = result.map_err(|(path, e)| format!("{}: {e}", path.display()));
             for w in waiters {
                 w.complete(&outcome);
             }
         }
+    }
+
+    /// Trips fail-stop: the node's storage health and the queue.
+    fn fail(&self, (path, e): &Failure) {
+        self.shared.health.fail("write-ahead log write", path, e);
+        if let Ok(mut p) = self.shared.pending.lock() {
+            p.failed = Some(format!("{}: {e}", path.display()));
+        }
+    }
+
+    /// Keeps `batch` until the disk has room for it: waits a retry interval (or until the log
+    /// closes). Returns false when the log closed meanwhile; the batch's waiters, and every
+    /// queued one, then fail (nothing of them was written).
+    fn wait_for_space(&mut self, batch: Batch) -> bool {
+        let Ok(p) = self.shared.pending.lock() else {
+            return false;
+        };
+        let mut p = match self
+            .shared
+            .wake
+            .wait_timeout_while(p, SPARE_RETRY, |p| !p.closed)
+        {
+            Ok((p, _)) => p,
+            Err(_) => return false,
+        };
+        if !p.closed {
+            self.held = Some(batch);
+            return true;
+        }
+        let outcome = Err("the write-ahead log closed while the disk was full".to_string());
+        let queued = std::mem::take(&mut p.waiters);
+        p.buf.clear();
+        drop(p);
+        for w in batch.waiters.into_iter().chain(queued) {
+            w.complete(&outcome);
+        }
+        false
+    }
+
+    /// Whether a spare segment should be tried now (none is held, and the last try for want
+    /// of space is a retry interval old).
+    fn spare_due(&self) -> bool {
+        self.spare.is_none() && self.spare_tried.is_none_or(|t| t.elapsed() >= SPARE_RETRY)
+    }
+
+    /// Allocates the next segment ahead of need when none is held and a try is due. For want
+    /// of space it reports the shortage to the node (which refuses new writes) and tries
+    /// again later; any other error is a storage failure.
+    pub(super) fn keep_spare(&mut self) -> Result<(), Failure> {
+        if !self.spare_due() {
+            return Ok(());
+        }
+        match make_spare(&self.shared.dir, self.segment_bytes) {
+            Ok(file) => {
+                self.spare = Some(file);
+                self.spare_tried = None;
+                self.shared.health.set_space_short(None);
+                Ok(())
+            }
+            Err(e) if is_full(&e) => {
+                self.spare_tried = Some(Instant::now());
+                self.shared.health.set_space_short(Some(format!(
+                    "cannot allocate the next {}-byte write-ahead log segment in {}: {e}",
+                    self.segment_bytes,
+                    self.shared.dir.display()
+                )));
+                Ok(())
+            }
+            Err(e) => Err((self.shared.dir.join(SPARE_NAME), e)),
+        }
+    }
+
+    /// Makes sure `bytes` more fit inside the current segment's allocation, starting the next
+    /// segment if they do not. `Ok(false)`: no space for it now (nothing was changed).
+    fn make_room(&mut self, bytes: u64) -> Result<bool, Failure> {
+        if self.file_bytes + bytes <= self.reserved_bytes {
+            return Ok(true);
+        }
+        self.rotate(bytes)
     }
 
     /// Writes and syncs one batch into the current segment; returns its waiters, to be
@@ -254,7 +431,9 @@ impl Writer {
                 .and_then(|_| sync_records(&self.file))
                 .map_err(|e| (self.path.clone(), e))
         };
-        if let Some(o) = self.shared.observers.get() {
+        if let Some(o) = self.shared.observers.get()
+            && !(batch.buf.is_empty() && batch.waiters.is_empty())
+        {
             o.flush_seconds.observe(started.elapsed().as_secs_f64());
             o.waiters_per_flush.observe(batch.waiters.len() as f64);
         }
@@ -271,6 +450,9 @@ impl Writer {
                 self.purges_durable += 1;
             }
             merge_max(&mut self.durable_purged, batch.purged_to);
+            for (shard, change) in &batch.meta {
+                self.meta.entry(*shard).or_default().apply(change);
+            }
             if !batch.rewrites.is_empty()
                 && let Ok(mut stats) = self.shared.stats.lock()
             {
@@ -280,12 +462,9 @@ impl Writer {
         (result, batch.waiters)
     }
 
-    /// Starts a new segment when the current one is full; removes segments that no shard
-    /// needs, oldest first; rewrites forward what keeps the oldest one; refreshes the stats.
+    /// Removes segments that no shard needs, oldest first; rewrites forward what keeps the
+    /// oldest one; allocates the next segment ahead of need; refreshes the stats.
     fn maintain(&mut self) -> Result<(), Failure> {
-        if self.file_bytes >= self.segment_bytes {
-            self.rotate()?;
-        }
         while self.segments.len() > 1 {
             let Some(oldest) = self.segments.front() else {
                 break;
@@ -301,33 +480,48 @@ impl Writer {
             self.segments.pop_front();
         }
         self.rewrite_forward()?;
+        self.keep_spare()?;
         self.publish_stats();
         Ok(())
     }
 
-    /// Closes the full segment and starts the next one.
-    fn rotate(&mut self) -> Result<(), Failure> {
-        let next = self.segments.back().map(|s| s.sequence + 1).unwrap_or(1);
-        let next_path = segment_path(&self.shared.dir, next);
-        // Under the pending lock, with everything queued written into the old segment
-        // first: the new head's metadata then describes exactly the stream before it (a
-        // durable `committed` never names entries that are not durable).
-        let shared = self.shared.clone();
-        let mut pending = lock(&shared.pending).map_err(|e| (self.path.clone(), e))?;
-        if pending.failed.is_some() {
-            return Ok(());
+    /// Closes the current segment and starts the next one, allocated for at least `bytes`
+    /// more. The new head records the metadata as of the end of the closed segment, which is
+    /// exactly what replay has seen by then (a durable `committed` never names entries that
+    /// are not durable). `Ok(false)`: the disk has no room for a new segment; nothing changed.
+    fn rotate(&mut self, bytes: u64) -> Result<bool, Failure> {
+        let head_bytes = head(&self.meta).map_err(|e| (self.path.clone(), e))?.len() as u64;
+        let size = self.segment_bytes.max(head_bytes + bytes);
+        let dir = self.shared.dir.clone();
+        let spare_path = dir.join(SPARE_NAME);
+        let spare = match self.spare.take() {
+            Some(spare) => spare,
+            None => match make_spare(&dir, size) {
+                Ok(spare) => spare,
+                Err(e) if is_full(&e) => {
+                    self.spare_tried = Some(Instant::now());
+                    self.shared.health.set_space_short(Some(format!(
+                        "the write-ahead log segment {} is full and the next one cannot be allocated: {e}",
+                        self.path.display()
+                    )));
+                    return Ok(false);
+                }
+                Err(e) => return Err((spare_path, e)),
+            },
+        };
+        if size > self.segment_bytes
+            && let Err(e) = reserve(&spare, size)
+        {
+            if is_full(&e) {
+                self.spare = Some(spare);
+                self.shared.health.set_space_short(Some(format!(
+                    "cannot allocate {size} bytes for a write-ahead log segment: {e}"
+                )));
+                return Ok(false);
+            }
+            return Err((spare_path, e));
         }
-        let batch = Batch::take(&mut pending);
-        let (result, waiters) = self.write_out(batch);
-        let outcome = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|(path, e)| format!("{}: {e}", path.display()));
-        for w in waiters {
-            w.complete(&outcome);
-        }
-        result?;
-        // The full segment ends at its last record (only the newest may have a tail).
+        // The closed segment ends at its last record (only the newest may have a tail).
         self.file
             .set_len(self.file_bytes)
             .and_then(|_| self.file.sync_all())
@@ -335,19 +529,22 @@ impl Writer {
         if let Some(closed) = self.segments.back_mut() {
             closed.bytes = self.file_bytes;
         }
-        let (file, head_bytes) = start_segment(&self.shared, next, self.segment_bytes)
+        let next = self.segments.back().map(|s| s.sequence + 1).unwrap_or(1);
+        let next_path = segment_path(&dir, next);
+        let (file, head_bytes) = start_segment(&dir, next, size, &self.meta, Some(spare))
             .map_err(|e| (next_path.clone(), e))?;
         self.file = file;
         self.file_bytes = head_bytes;
+        self.reserved_bytes = size;
         self.path = next_path.clone();
-        drop(pending);
         self.segments.push_back(Segment {
             sequence: next,
             path: next_path,
             max_index: HashMap::new(),
-            bytes: self.segment_bytes.max(head_bytes),
+            bytes: size,
         });
-        Ok(())
+        self.keep_spare()?;
+        Ok(true)
     }
 
     /// The shards that still need entries in `segment`: neither purged past them nor
@@ -429,7 +626,7 @@ impl Writer {
         Ok(())
     }
 
-    fn publish_stats(&self) {
+    pub(super) fn publish_stats(&self) {
         let mut pinned: BTreeMap<u32, u64> = BTreeMap::new();
         for segment in &self.segments {
             for shard in self.pinning(segment) {
@@ -437,7 +634,8 @@ impl Writer {
             }
         }
         if let Ok(mut stats) = self.shared.stats.lock() {
-            stats.bytes = self.segments.iter().map(|s| s.bytes).sum();
+            let spare_bytes = self.spare.as_ref().map_or(0, |_| self.segment_bytes);
+            stats.bytes = self.segments.iter().map(|s| s.bytes).sum::<u64>() + spare_bytes;
             stats.segments = self.segments.len() as u64;
             stats.segments_pinned = pinned;
         }
