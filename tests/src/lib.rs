@@ -174,6 +174,50 @@ impl Cluster {
         }
     }
 
+    /// Lays out nodes on existing data directories `dir/node-<id>` (e.g. unpacked from a
+    /// fixture) at the fixed gRPC addresses their membership records, without starting them.
+    /// Admin ports are picked freely (no data names them).
+    pub fn prepare_on(
+        dir: TempDir,
+        addrs: &BTreeMap<u64, String>,
+        shards: u32,
+        extra_args: &[&str],
+    ) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for (&id, addr) in addrs {
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    addr: addr.clone(),
+                    admin: format!("127.0.0.1:{}", free_port()),
+                    data_dir: dir.path().join(format!("node-{id}")),
+                    log: dir.path().join(format!("node-{id}.log")),
+                    join: None,
+                    child: None,
+                    hold: None,
+                    starts: 0,
+                    env: Vec::new(),
+                },
+            );
+        }
+        for n in nodes.values_mut() {
+            n.hold_ports();
+        }
+        let peers = nodes
+            .values()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            _dir: dir,
+            nodes,
+            peers,
+            shards,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     /// The `--peers` value of the nodes laid out at the start.
     pub fn peers(&self) -> &str {
         &self.peers
