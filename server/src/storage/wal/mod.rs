@@ -5,7 +5,7 @@
 //! inside it. A segment starts with a header (magic, format version 2, its own sequence,
 //! checksummed), then records `len | back | xxh3(sequence, offset, len, back, body) | body`,
 //! the body a MessagePack `Record` and `back` the distance to the start of the record's batch
-//! (details and the version-1 format of the release before versions: [`record`]). Every shard's
+//! (details and the version-1 format of the release before versions: `record`). Every shard's
 //! appends, votes, truncations and purges go into one stream, so one `fdatasync` makes all of
 //! them durable (group commit across shards), and no sled lock is ever taken on the Raft path.
 //!
@@ -35,10 +35,10 @@
 //! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy and
 //!   `--log-keep-entries` bound them.
 //!
-//! Parts: [`record`] (the on-disk format: segment header, framing, checksum, versions),
-//! [`replay`] (rebuilding the logs from the segments at start, torn tail or damage), [`writer`] (the thread that writes,
-//! syncs, rotates and removes segments), [`log`] (one shard's in-memory log). This file holds
-//! the handle the shards use.
+//! Parts: `record` (the on-disk format: segment header, framing, checksum, versions),
+//! `replay` (rebuilding the logs from the segments at start, torn tail or damage), `writer`
+//! (the thread that writes, syncs, rotates and removes segments), `log` (one shard's
+//! in-memory log). This file holds the handle the shards use.
 
 mod log;
 mod record;

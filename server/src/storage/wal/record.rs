@@ -5,9 +5,10 @@
 //! header, then records:
 //!
 //! ```text
-//! header: 20: u32 LE | "RingKVwl" | version = 2: u32 LE | sequence: u64 LE | xxh3(bytes 0..24): u64 LE
+//! header: 20: u32 LE | "RingKVwl" | version = 2: u32 LE | sequence: u64 LE
+//!         | xxh3(header bytes 0..24): u64 LE                                  (32 bytes)
 //! record: len: u32 LE | back: u32 LE | sum: u64 LE | body (len bytes, a MessagePack Record)
-//!         sum  = xxh3(sequence: u64 LE | offset: u64 LE | len: u32 LE | back: u32 LE | body)
+//!         sum = xxh3(sequence: u64 LE | offset: u64 LE | len: u32 LE | back: u32 LE | body)
 //! ```
 //!
 //! `offset` is where the record starts in its segment and `sequence` the segment's own (the
@@ -31,12 +32,15 @@
 //! and the segment is refused as damaged; if the rest holds only zeroes, garbage or intact
 //! records of the same batch as p (page writeback may persist a later page of an unsynced
 //! write before an earlier one), the batch at p was never synced, so never acknowledged, and
-//! is cut. A bad record in any other segment is damage. What this cannot see: damage to the
-//! newest segment's last batch, with nothing written after it, looks exactly like a torn
-//! write and is cut.
+//! is cut. A bad record in any other segment is damage. Why a batch *start* and not a batch
+//! number: the bad record's own batch is unknown, but batches are contiguous, so an intact
+//! record after p whose batch began at or before p is in p's batch, and one whose batch began
+//! after p was written after p's batch was synced. What this cannot see: damage to the newest
+//! segment's last batch, with nothing written after it, looks exactly like a torn write and is
+//! cut.
 //!
-//! Framing never fails and reading never panics: any bytes are either a whole, intact record
-//! or `None`.
+//! Framing never fails, sealing fails only on a buffer that is not whole records, and reading
+//! never panics: any bytes are either a whole, intact record or `None`.
 
 use std::io;
 

@@ -14,6 +14,9 @@
 //! - zeroes: in the newest segment, intact version-2 records of the head batch alone mean
 //!   the header's page was lost in a crash while the segment was created (cut to nothing), of
 //!   a later batch mean damage; without version-2 records it is read as version 1;
+//!   (left over: a crash while a segment with more than a page of checkpoints was created,
+//!   whose first page never reached the disk while a later one holding no whole checkpoint
+//!   did, is read as version 1 and refused: the safe direction, never a misread);
 //! - version 1 (no header): exactly as the release before versions replayed it;
 //! - another version: refused, naming the file, its version and the versions read here.
 //!

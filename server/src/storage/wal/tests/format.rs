@@ -121,6 +121,70 @@ async fn the_same_flip_in_the_newest_batch_alone_is_cut_as_torn() -> io::Result<
     Ok(())
 }
 
+/// Queues `entries` of shard 0 one record each, then writes them as one batch.
+async fn one_batch(wal: &Wal, entries: Vec<Entry>) -> io::Result<()> {
+    let log = wal.shard(0)?;
+    for e in entries {
+        let record = Record::Append {
+            shard: 0,
+            entries: std::slice::from_ref(&e),
+        };
+        let mut queued = Queued::new(0, &record)?;
+        queued.max_index = Some(e.index());
+        wal.change(&log, queued, |l| l.append([e]))?;
+    }
+    wal.flush().await
+}
+
+/// Page writeback can persist a later page of an unsynced batch before an earlier one: intact
+/// records of the bad record's own batch after it do not make it damage.
+#[tokio::test]
+async fn a_bad_record_followed_only_by_its_own_batch_is_cut_as_torn() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let wal = open(dir.path())?;
+        one_batch(&wal, vec![entry(1, 1)]).await?;
+        one_batch(&wal, (2..=4).map(|i| entry(1, i)).collect()).await?;
+    }
+    let segment = segments(dir.path())?.pop().ok_or(io::ErrorKind::NotFound)?;
+    let found = records(&segment)?;
+    let batches: Vec<usize> = found.iter().map(|r| r.1).collect();
+    let second = found[1].0;
+    assert_eq!(
+        batches,
+        vec![found[0].0, second, second, second],
+        "{found:?}"
+    );
+    change_record(&segment, 1, |r| r[RECORD_HEADER_BYTES + 2] ^= 0x10)?;
+    assert_eq!(replayed(dir.path()).await?, vec![1]);
+    assert_eq!(
+        fs::metadata(&segment)?.len(),
+        second as u64,
+        "cut at the bad record"
+    );
+    Ok(())
+}
+
+/// An intact record must begin a batch or continue the one before it (the premise of the
+/// torn-tail rule); one that says otherwise is refused.
+#[tokio::test]
+async fn a_record_claiming_another_batch_is_refused() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let segment = four_batches(dir.path()).await?;
+    let found = records(&segment)?;
+    let sequence = sequence_of(&segment)?;
+    let at = change_record(&segment, 2, |r| {
+        // Sealed again as if batch 1 (two records back) had gone on to here.
+        let (at, first) = (found[2].0 as u64, found[0].0 as u64);
+        let _ = seal(r, sequence, at, first);
+    })?;
+    let data = fs::read(&segment)?;
+    let r = read_record(&data, sequence, at).ok_or(io::ErrorKind::InvalidData)?;
+    assert_eq!(r.batch_start, found[0].0, "intact, claiming batch 1");
+    assert_damaged(&refusal(dir.path())?, &segment, at);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_changed_length_is_detected() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
