@@ -169,10 +169,12 @@ impl Wal {
         sequences.sort_unstable();
         let mut shards: BTreeMap<u32, ShardLog> = BTreeMap::new();
         let mut segments = VecDeque::new();
+        let mut after_v2 = false;
         for (i, &sequence) in sequences.iter().enumerate() {
             let path = segment_path(dir, sequence);
             let last = i + 1 == sequences.len();
-            let max_index = replay_segment(&path, sequence, last, &mut shards)?;
+            let max_index;
+            (max_index, after_v2) = replay_segment(&path, sequence, last, after_v2, &mut shards)?;
             let bytes = fs::metadata(&path)?.len();
             segments.push_back(Segment {
                 sequence,

@@ -17,7 +17,9 @@
 //! write of the writer thread, then one `fdatasync`) began: every record knows where its batch
 //! starts. The segment's head (header and every shard's checkpoint) is the batch at offset 0.
 //! The header's leading 20 makes a binary from before versions see a record that fails its
-//! checksum with data after it, so it refuses the segment instead of cutting it.
+//! checksum with data after it, so it refuses the segment instead of cutting it. Bytes 0..32
+//! keep this layout in every version (a later one may lengthen the header, saying so in its
+//! first field), so a header is checked against its checksum before its version is believed.
 //!
 //! **Format version 1** (the release before versions): no header, records
 //! `len: u32 LE | xxh3(body): u64 LE | body` from byte 0. Replayed exactly as that release
@@ -167,16 +169,14 @@ pub(super) enum Format {
     Empty,
     /// An intact current header naming this segment; records start after it.
     Current,
-    /// The magic with another version (bytes after it are not read).
+    /// An intact header of another version (bytes after it are not read).
     Unsupported(u32),
     /// An intact current header naming another segment (the file was renamed or copied).
     Misnamed(u64),
-    /// The magic and version 2, but the header fails its checksum or is cut short.
+    /// The magic, but the header fails its checksum or is cut short.
     BadHeader,
-    /// The first bytes are zero: a header that never reached the disk, or a version-1
-    /// segment whose first record did not.
-    ZeroStart,
-    /// Version 1: the first bytes are a record's length.
+    /// No magic: version 1 (the first bytes are a record's length), or a version-2 segment
+    /// whose header never reached the disk (see `replay`).
     Legacy,
 }
 
@@ -185,25 +185,21 @@ pub(super) fn segment_format(data: &[u8], sequence: u64) -> Format {
     if data.is_empty() {
         return Format::Empty;
     }
-    let start = &data[..data.len().min(LEGACY_HEADER_BYTES)];
-    if start.iter().all(|b| *b == 0) {
-        return Format::ZeroStart;
-    }
     if data.get(4..12) != Some(&MAGIC[..]) {
         return Format::Legacy;
     }
-    let Some(version) = data.get(12..16).map(|b| u32_at(b, 0)) else {
-        return Format::BadHeader;
-    };
-    if version != FORMAT_VERSION {
-        return Format::Unsupported(version);
-    }
+    // The checksum first: a torn header's version field is not a version.
     let Some(header) = data.get(..SEGMENT_HEADER_BYTES) else {
         return Format::BadHeader;
     };
-    if ringkv_proto::checksum::digest(&header[..24]) != u64_at(header, 24)
-        || u32_at(header, 0) != HEADER_TAIL_BYTES
-    {
+    if ringkv_proto::checksum::digest(&header[..24]) != u64_at(header, 24) {
+        return Format::BadHeader;
+    }
+    let version = u32_at(header, 12);
+    if version != FORMAT_VERSION {
+        return Format::Unsupported(version);
+    }
+    if u32_at(header, 0) != HEADER_TAIL_BYTES {
         return Format::BadHeader;
     }
     match u64_at(header, 16) {

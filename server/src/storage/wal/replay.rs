@@ -11,12 +11,14 @@
 //! - a version-2 header failing its checksum: the head batch's first record is bad, so the
 //!   same rule with p = 0 (a crash while the segment was being created is cut to nothing); a
 //!   header naming another segment is damage;
-//! - zeroes: in the newest segment, intact version-2 records of the head batch alone mean
-//!   the header's page was lost in a crash while the segment was created (cut to nothing), of
-//!   a later batch mean damage; without version-2 records it is read as version 1;
-//!   (left over: a crash while a segment with more than a page of checkpoints was created,
-//!   whose first page never reached the disk while a later one holding no whole checkpoint
-//!   did, is read as version 1 and refused: the safe direction, never a misread);
+//! - no magic, after a version-2 segment: version 2 with a bad header (a segment after a
+//!   version-2 one is always version 2), the same rule;
+//! - no magic otherwise, in the newest segment, where version 1 would refuse byte 0 but
+//!   intact version-2 records are there: version 2 with a bad header, the same rule (version-1
+//!   bytes never hold an intact version-2 record). Left over: the first version-2 segment
+//!   after version-1 ones, torn while it was created so that its header is lost and no whole
+//!   checkpoint survives, is read as version 1 and may be refused: the safe direction, never a
+//!   misread;
 //! - version 1 (no header): exactly as the release before versions replayed it;
 //! - another version: refused, naming the file, its version and the versions read here.
 //!
@@ -78,23 +80,40 @@ fn damaged(path: &Path, offset: usize, detail: String) -> io::Error {
     })
 }
 
-/// Replays segment `sequence` (at `path`; `last` when it is the newest) into `shards`;
-/// returns the highest entry index per shard in it.
+/// Replays segment `sequence` (at `path`; `last` when it is the newest; `after_v2` when the
+/// segment before it is version 2) into `shards`; returns the highest entry index per shard
+/// in it, and whether it is version 2 (an empty one is what the one before it was).
 pub(super) fn replay_segment(
     path: &Path,
     sequence: u64,
     last: bool,
+    after_v2: bool,
     shards: &mut BTreeMap<u32, ShardLog>,
-) -> io::Result<HashMap<u32, u64>> {
+) -> io::Result<(HashMap<u32, u64>, bool)> {
     let data = fs::read(path)?;
     let mut into = Replayed {
         shards,
         max_index: HashMap::new(),
     };
+    let mut v2 = true;
     match segment_format(&data, sequence) {
-        Format::Empty => {}
+        Format::Empty => v2 = after_v2,
         Format::Current => replay_current(path, &data, sequence, last, &mut into)?,
-        Format::Legacy => replay_legacy(path, &data, last, &mut into)?,
+        Format::Legacy if after_v2 => {
+            head_torn(path, &data, sequence, last, "the header is missing")?;
+        }
+        Format::Legacy
+            if last
+                && read_legacy_record(&data, 0).is_none()
+                && !legacy_torn_tail(&data, 0)
+                && find_intact(&data, sequence, 0, 0).is_some() =>
+        {
+            head_torn(path, &data, sequence, last, "the header is missing")?;
+        }
+        Format::Legacy => {
+            v2 = false;
+            replay_legacy(path, &data, last, &mut into)?;
+        }
         Format::Unsupported(version) => {
             return Err(refused(ReplayError::UnsupportedVersion {
                 path: path.to_path_buf(),
@@ -109,12 +128,8 @@ pub(super) fn replay_segment(
             ));
         }
         Format::BadHeader => head_torn(path, &data, sequence, last, "the header is not intact")?,
-        Format::ZeroStart if last && find_intact(&data, sequence, 0, 0).is_some() => {
-            head_torn(path, &data, sequence, last, "the header is zero")?;
-        }
-        Format::ZeroStart => replay_legacy(path, &data, last, &mut into)?,
     }
-    Ok(into.max_index)
+    Ok((into.max_index, v2))
 }
 
 /// Version 2: every record from the header on, up to the first bad one.

@@ -262,13 +262,21 @@ async fn second_start(dir: &Path, then_write: bool) -> io::Result<PathBuf> {
 /// later batch does (the head had been synced).
 #[tokio::test]
 async fn a_bad_header_is_torn_only_without_a_later_batch() -> io::Result<()> {
-    for zeroed in [false, true] {
+    for how in ["flipped", "zeroed", "garbage"] {
         let bad_header = |path: &Path| -> io::Result<()> {
             let mut data = fs::read(path)?;
-            if zeroed {
-                data[..SEGMENT_HEADER_BYTES].fill(0);
-            } else {
-                data[20] ^= 0xff;
+            match how {
+                "flipped" => data[20] ^= 0xff,
+                "zeroed" => data[..SEGMENT_HEADER_BYTES].fill(0),
+                // A torn write: the first field survives, garbage from the magic on through
+                // every checkpoint (read as version 1, that looks like damage).
+                _ => {
+                    let head = records(path)?;
+                    let (last, _, bytes) = head[1];
+                    for (i, b) in data[4..last + bytes].iter_mut().enumerate() {
+                        *b = (i as u8).wrapping_mul(37) | 1;
+                    }
+                }
             }
             fs::write(path, data)
         };
@@ -302,8 +310,11 @@ async fn an_unknown_version_is_refused_by_name() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let segment = four_batches(dir.path()).await?;
     let mut data = fs::read(&segment)?;
+    // An intact header of version 3 (bytes 0..32 keep their layout in every version).
     data[12..16].copy_from_slice(&3u32.to_le_bytes());
-    fs::write(&segment, data)?;
+    let sum = ringkv_proto::checksum::digest(&data[..24]);
+    data[24..32].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&segment, &data)?;
     let refused = refusal(dir.path())?;
     let ReplayError::UnsupportedVersion { path, version } = &refused else {
         panic!("not a version refusal: {refused}");
@@ -318,6 +329,10 @@ async fn an_unknown_version_is_refused_by_name() -> io::Result<()> {
     ] {
         assert!(text.contains(&part), "{part:?} missing from: {text}");
     }
+    // A torn header is no version: the same bytes failing the checksum are a bad header.
+    data[24] ^= 1;
+    fs::write(&segment, &data)?;
+    assert_damaged(&refusal(dir.path())?, &segment, 0);
     Ok(())
 }
 
