@@ -2,8 +2,10 @@
 //!
 //! Files: `<dir>/<sequence>.wal` segments, replayed in sequence order at start-up; each is
 //! allocated at its full size when it is created (`fallocate`) and records are written
-//! inside it. A record is
-//! `len: u32 LE | xxh3(body): u64 LE | body`, the body a MessagePack `Record`. Every shard's
+//! inside it. A segment starts with a header (magic, format version 2, its own sequence,
+//! checksummed), then records `len | back | xxh3(sequence, offset, len, back, body) | body`,
+//! the body a MessagePack `Record` and `back` the distance to the start of the record's batch
+//! (details and the version-1 format of the release before versions: `record`). Every shard's
 //! appends, votes, truncations and purges go into one stream, so one `fdatasync` makes all of
 //! them durable (group commit across shards), and no sled lock is ever taken on the Raft path.
 //!
@@ -16,18 +18,27 @@
 //!   nothing is written (not even what was already queued) and every waiter fails; a sync is
 //!   never retried. Replay at the next start decides what is durable.
 //! - Only the tail of the newest segment can be torn or unused (a full segment is cut to its
-//!   last record and synced before the next one is created); replay cuts that tail and treats
-//!   damage anywhere else as corruption.
+//!   last record and synced before the next one is created, and a segment is never written
+//!   again once the next exists); damage in any other segment refuses the start.
+//! - Batch k+1 is written only after batch k's `fdatasync` returned, right after batch k's
+//!   last record, and every record names its segment, its offset and where its batch began.
+//!   So at the first bad record of the newest segment, an intact record of a later batch
+//!   after it proves the bad one was synced (damage: the start is refused, naming file, offset
+//!   and the recovery); with none, the bad one's batch was never acknowledged and is cut (a
+//!   torn tail, logged with the bytes dropped). Damage to the newest segment's last batch
+//!   alone looks like a torn write and is cut.
+//! - Segments are written only in the current format; version-1 segments replay as before;
+//!   any other version refuses the start, naming the file and the versions read.
 //! - A new segment starts with each shard's vote, committed and purged ids, so a segment is
 //!   removable once every entry in it is purged or copied forward into a newer segment (see
 //!   `Writer::rewrite_forward`); removal goes oldest first.
 //! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy and
 //!   `--log-keep-entries` bound them.
 //!
-//! Parts: [`record`] (the record format: framing, checksum, torn-tail test), [`replay`]
-//! (rebuilding the logs from the segments at start), [`writer`] (the thread that writes,
-//! syncs, rotates and removes segments), [`log`] (one shard's in-memory log). This file holds
-//! the handle the shards use.
+//! Parts: `record` (the on-disk format: segment header, framing, checksum, versions),
+//! `replay` (rebuilding the logs from the segments at start, torn tail or damage), `writer`
+//! (the thread that writes, syncs, rotates and removes segments), `log` (one shard's
+//! in-memory log). This file holds the handle the shards use.
 
 mod log;
 mod record;
@@ -46,6 +57,7 @@ use crate::storage::health::StorageHealth;
 
 pub use log::ShardLog;
 pub(crate) use record::{Queued, Record, entry_bytes};
+pub use replay::{RECOVERY, ReplayError};
 pub(crate) use writer::Waiter;
 
 use record::{ShardMeta, frame};
@@ -157,10 +169,12 @@ impl Wal {
         sequences.sort_unstable();
         let mut shards: BTreeMap<u32, ShardLog> = BTreeMap::new();
         let mut segments = VecDeque::new();
+        let mut after_v2 = false;
         for (i, &sequence) in sequences.iter().enumerate() {
             let path = segment_path(dir, sequence);
             let last = i + 1 == sequences.len();
-            let max_index = replay_segment(&path, last, &mut shards)?;
+            let max_index;
+            (max_index, after_v2) = replay_segment(&path, sequence, last, after_v2, &mut shards)?;
             let bytes = fs::metadata(&path)?.len();
             segments.push_back(Segment {
                 sequence,

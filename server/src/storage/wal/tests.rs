@@ -4,7 +4,7 @@ use std::os::unix::fs::FileExt;
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 
-use super::record::{HEADER_BYTES, read_record};
+use super::record::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, read_record};
 use super::*;
 use crate::shard::log_store::LogStore;
 use crate::typ::TypeConfig;
@@ -37,14 +37,35 @@ async fn indexes(store: &mut LogStore) -> io::Result<Vec<u64>> {
         .collect())
 }
 
+mod format;
+mod power_cut;
+
+/// The sequence a segment's file name gives it.
+fn sequence_of(path: &Path) -> io::Result<u64> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not a segment: {}", path.display())))
+}
+
+/// The records of a (version-2) segment: (offset, batch start, bytes), up to the first bad one.
+fn records(path: &Path) -> io::Result<Vec<(usize, usize, usize)>> {
+    let data = fs::read(path)?;
+    let sequence = sequence_of(path)?;
+    let mut found = Vec::new();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    while let Some(r) = read_record(&data, sequence, pos) {
+        found.push((pos, r.batch_start, r.next - pos));
+        pos = r.next;
+    }
+    Ok(found)
+}
+
 /// Where the records of a segment end (the rest is unused space).
 fn data_end(path: &Path) -> io::Result<usize> {
-    let data = fs::read(path)?;
-    let mut pos = 0;
-    while let Some((_, next)) = read_record(&data, pos) {
-        pos = next;
-    }
-    Ok(pos)
+    Ok(records(path)?
+        .last()
+        .map_or(SEGMENT_HEADER_BYTES, |(at, _, bytes)| at + bytes))
 }
 
 fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -138,7 +159,7 @@ async fn damage_before_the_newest_segment_is_refused() -> io::Result<()> {
     let mut good = fs::read(&first)?;
     good.truncate(data_end(&first)?);
     let mut bytes = good.clone();
-    bytes[HEADER_BYTES + 1] ^= 0xff;
+    bytes[SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + 1] ^= 0xff;
     fs::write(&first, &bytes)?;
     let err = Wal::open(dir.path(), &StorageHealth::default())
         .err()
@@ -170,11 +191,7 @@ async fn full_segments_rotate_and_purged_ones_are_removed() -> io::Result<()> {
             append(&mut a, vec![entry(1, i)]).await?;
         }
         let newest = segments(dir.path())?.pop().ok_or(io::ErrorKind::NotFound)?;
-        let sequence: u64 = newest
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse().ok())
-            .ok_or(io::ErrorKind::InvalidData)?;
+        let sequence = sequence_of(&newest)?;
         assert!(sequence > 3, "segments rotate");
         a.purge(log_id(1, 150)).await?;
         // One more durable write lets the writer act on the now-durable purge.
@@ -540,4 +557,60 @@ async fn a_full_disk_holds_writes_until_space_returns() -> io::Result<()> {
         (1..=held_index + 1).collect::<Vec<_>>()
     );
     Ok(())
+}
+
+/// What the writer made durable, recorded for the tests that simulate a power cut.
+#[derive(Clone, Debug)]
+pub(super) enum Event {
+    /// A sync of `path` returned; `bytes` are its first `synced_end` bytes right after.
+    Synced { path: PathBuf, bytes: Vec<u8> },
+    /// `path` was removed.
+    Removed(PathBuf),
+}
+
+/// Directories whose writers record [`Event`]s, with the events so far.
+static RECORDERS: Mutex<Vec<(PathBuf, Vec<Event>)>> = Mutex::new(Vec::new());
+
+/// Starts recording the events of the log in `dir`.
+fn record_events(dir: &Path) {
+    if let Ok(mut r) = RECORDERS.lock() {
+        r.push((dir.to_path_buf(), Vec::new()));
+    }
+}
+
+/// The events recorded for `dir` so far (taken when `stop`).
+fn recorded_events(dir: &Path, stop: bool) -> Vec<Event> {
+    let Ok(mut r) = RECORDERS.lock() else {
+        return Vec::new();
+    };
+    let Some(i) = r.iter().position(|(d, _)| d == dir) else {
+        return Vec::new();
+    };
+    if stop { r.remove(i).1 } else { r[i].1.clone() }
+}
+
+fn record_event(path: &Path, event: impl FnOnce() -> Event) {
+    let Ok(mut r) = RECORDERS.lock() else {
+        return;
+    };
+    if let Some((_, events)) = r.iter_mut().find(|(dir, _)| path.starts_with(dir)) {
+        events.push(event());
+    }
+}
+
+/// Called by the writer after each sync that returned (`path` is durable up to `synced_end`).
+pub(super) fn synced(path: &Path, synced_end: u64) {
+    record_event(path, || {
+        let mut bytes = fs::read(path).unwrap_or_default();
+        bytes.truncate(synced_end as usize);
+        Event::Synced {
+            path: path.to_path_buf(),
+            bytes,
+        }
+    });
+}
+
+/// Called by the writer after it removed a segment.
+pub(super) fn removed(path: &Path) {
+    record_event(path, || Event::Removed(path.to_path_buf()));
 }
