@@ -3,10 +3,10 @@
 //! Sending side: openraft's backoff is decided by the error kind this module gives it. A peer
 //! that is down, refuses the envelope, or whose Raft group has stopped is `Unreachable`
 //! (openraft backs off); a call that timed out or broke mid-way is a `NetworkError` (openraft
-//! retries soon). [`map_status`] decides from the gRPC code alone, never from a message.
+//! retries soon). `map_status` decides from the gRPC code alone, never from a message.
 //!
 //! Receiving side: a local Raft that failed (openraft's `Fatal`: stopped, panicked, storage
-//! error) is answered with [`fatal_status`]: `UNAVAILABLE` (so the sender treats the peer as
+//! error) is answered with `fatal_status`: `UNAVAILABLE` (so the sender treats the peer as
 //! unreachable) carrying the RingKV error kind in [`meta::ERROR_KIND`] (`shutting_down` for a
 //! stopped Raft, `internal` otherwise). The failure never travels as text in the reply body.
 //!
