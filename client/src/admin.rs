@@ -14,8 +14,9 @@ use ringkv_proto::pb::{BackupRequest, MemberChangeRequest, MemberChangeResponse}
 use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::{Client, Failure, classify};
+use crate::client::Client;
 use crate::error::Error;
+use crate::outcome::{Failure, classify};
 
 /// One attempt of an administrative call may take this long (a step waits for Raft; a backup
 /// for its snapshot to be built).

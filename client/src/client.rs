@@ -1,4 +1,5 @@
-//! The RingKV client: routing, bounded retries, and outcome classification.
+//! The RingKV client: routing and bounded retries. What each failed attempt means for the
+//! request (definite, unknown, redirect, invalid) is decided in `outcome.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -22,6 +23,7 @@ use tonic::{Code, Response, Status};
 
 use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
+use crate::outcome::{Failure, classify};
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -138,81 +140,6 @@ const SUSPECT_FOR: Duration = Duration::from_millis(2_000);
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-}
-
-/// How one failed attempt bears on the request.
-pub(crate) enum Failure {
-    /// Retry at this address: right away, or after a pause if this request already tried it.
-    Redirect(String),
-    /// Certainly not executed; retry after a pause, elsewhere.
-    Definite(String),
-    /// May have executed.
-    Unknown(String),
-    /// Give up now.
-    Invalid(String),
-    /// Give up now: a node of the shard is out of disk space (nothing was written).
-    DiskFull { node: Option<u64>, message: String },
-}
-
-pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
-    let kind = s
-        .metadata()
-        .get(meta::ERROR_KIND)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let msg = s.message().to_string();
-    match kind {
-        meta::KIND_INVALID => Failure::Invalid(msg),
-        meta::KIND_NOT_LEADER => match s
-            .metadata()
-            .get(meta::LEADER_ADDR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(addr) => Failure::Redirect(addr.to_string()),
-            None => Failure::Definite(msg),
-        },
-        meta::KIND_NO_LEADER
-        | meta::KIND_OVERLOADED
-        | meta::KIND_SHUTTING_DOWN
-        | meta::KIND_INTERNAL => Failure::Definite(msg),
-        meta::KIND_OUTCOME_UNKNOWN => Failure::Unknown(msg),
-        meta::KIND_DISK_FULL => Failure::DiskFull {
-            node: s
-                .metadata()
-                .get(meta::FULL_NODE_ID)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
-            message: msg,
-        },
-        _ => {
-            // Not a RingKV answer: a transport failure or a foreign server.
-            if s.code() == Code::InvalidArgument || s.code() == Code::OutOfRange {
-                Failure::Invalid(msg)
-            } else if !is_write || connection_refused(s) {
-                Failure::Definite(format!("{:?}: {msg}", s.code()))
-            } else {
-                Failure::Unknown(format!("{:?}: {msg}", s.code()))
-            }
-        }
-    }
-}
-
-/// True when the error chain shows the TCP connection was never established.
-fn connection_refused(s: &Status) -> bool {
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(s);
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        let text = e.to_string();
-        if text.contains("Connection refused") || text.contains("tcp connect error") {
-            return true;
-        }
-        src = e.source();
-    }
-    false
 }
 
 /// One attempt's way to a node: batched when the client batches and the node supports it,

@@ -16,6 +16,7 @@ mod admin;
 mod batcher;
 mod client;
 mod error;
+mod outcome;
 
 pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,

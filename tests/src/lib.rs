@@ -524,6 +524,26 @@ impl Drop for Cluster {
     }
 }
 
+/// Asserts that no key of `keys` exists. Each was written by exactly one put, which the client
+/// answered as certainly not applied (a definite failure: `Error::is_definite`), so finding
+/// any of them means a write reported as failed took effect. Reads are linearizable.
+pub async fn assert_definite_failures_absent(client: &Client, keys: &[String], context: &str) {
+    for k in keys {
+        let got = client
+            .get(k.clone(), ringkv_client::ReadConsistency::Linearizable)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: read of {k}: {e}"));
+        assert!(
+            got.is_none(),
+            "{context}: {k} was answered \"definitely failed\" but is present: {got:?}"
+        );
+    }
+    eprintln!(
+        "{context}: all {} writes answered as definitely failed are absent",
+        keys.len()
+    );
+}
+
 /// Runs the `ringkv` CLI against `endpoints`; returns (exit code, stdout, stderr).
 pub fn cli(endpoints: &[String], args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary("ringkv"))

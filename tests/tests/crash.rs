@@ -1,6 +1,6 @@
 //! Crash and retry acceptance against real `ringkv-server` processes (issue 2, items 4–6):
 //! SIGKILL of every node in the middle of a write load (five rounds) loses no acknowledged
-//! write; a write retried with the same `(client_id, sequence)` applies exactly once; malformed
+//! write and applies no write answered as definitely failed; a write retried with the same `(client_id, sequence)` applies exactly once; malformed
 //! requests are refused without harming the server or the data.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes};
 use ringkv_client::{Client, ClientOptions, ReadConsistency};
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{CompareAndSwapRequest, RequestHeader, compare_and_swap_request};
-use ringkv_tests::{Cluster, cli};
+use ringkv_tests::{Cluster, assert_definite_failures_absent, cli};
 use tokio::sync::Mutex;
 
 const SHARDS: u32 = 8;
@@ -39,6 +39,8 @@ async fn sigkill_of_every_node_during_writes_loses_no_acknowledged_write() {
         .await
         .expect("leaders");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // Keys whose one put was answered "certainly not applied".
+    let failed: Arc<Mutex<Vec<String>>> = Arc::default();
 
     for round in 0..ROUNDS {
         let client = impatient_client(&cluster);
@@ -46,10 +48,11 @@ async fn sigkill_of_every_node_during_writes_loses_no_acknowledged_write() {
         let round_acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut writers = Vec::new();
         for w in 0..WRITERS {
-            let (client, stop, acked, round_acked) = (
+            let (client, stop, acked, failed, round_acked) = (
                 client.clone(),
                 stop.clone(),
                 acked.clone(),
+                failed.clone(),
                 round_acked.clone(),
             );
             writers.push(tokio::spawn(async move {
@@ -61,11 +64,15 @@ async fn sigkill_of_every_node_during_writes_loses_no_acknowledged_write() {
                         format!("crash:{round}:{w}:{i}"),
                         format!("r{round}w{w}i{i}"),
                     );
-                    // Only acknowledged writes are promised; errors (definite or unknown) are
-                    // expected once the nodes die.
-                    if client.put(k.clone(), v.clone()).await.is_ok() {
-                        acked.lock().await.push((k, v));
-                        round_acked.fetch_add(1, Ordering::Relaxed);
+                    // Errors are expected once the nodes die; a definite one promises the
+                    // write took no effect, an unknown one promises nothing.
+                    match client.put(k.clone(), v.clone()).await {
+                        Ok(_) => {
+                            acked.lock().await.push((k, v));
+                            round_acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.is_definite() => failed.lock().await.push(k),
+                        Err(_) => {}
                     }
                 }
             }));
@@ -124,6 +131,8 @@ async fn sigkill_of_every_node_during_writes_loses_no_acknowledged_write() {
             "round {round}: all {} acknowledged writes so far are present",
             all.len()
         );
+        let failed_so_far = failed.lock().await.clone();
+        assert_definite_failures_absent(&reader, &failed_so_far, &format!("round {round}")).await;
     }
 }
 
@@ -156,6 +165,7 @@ async fn a_write_retried_with_the_same_sequence_applies_once() {
     // sends the very same request again, each time through a different node (so once through
     // forwarding).
     let client_id = 77;
+    let mut first = None;
     for id in 1..=3 {
         let mut kv = KvClient::connect(format!("http://{}", cluster.addr(id)))
             .await
@@ -167,6 +177,11 @@ async fn a_write_retried_with_the_same_sequence_applies_once() {
             .into_inner();
         assert!(
             r.succeeded,
+            "attempt via node {id}: a retry must get the original answer"
+        );
+        assert_eq!(
+            first.get_or_insert_with(|| r.clone()),
+            &r,
             "attempt via node {id}: a retry must get the original answer"
         );
     }
@@ -187,9 +202,19 @@ async fn a_write_retried_with_the_same_sequence_applies_once() {
         .expect("cas")
         .into_inner();
     assert!(r.succeeded);
-    let _ = kv
+    // Sequence 1 is not acknowledged yet (every header here says `acked_below` 0), so the
+    // late duplicate gets sequence 1's recorded answer. Executed again it would fail its
+    // comparison ("0" against "2"), which the value alone could not tell apart.
+    let late = kv
         .compare_and_swap(cas_request(client_id, 1, "0", "1"))
-        .await;
+        .await
+        .expect("a late duplicate is answered")
+        .into_inner();
+    assert_eq!(
+        Some(&late),
+        first.as_ref(),
+        "a late duplicate gets the original answer"
+    );
     let after = client
         .get("order:{7}:payments", ReadConsistency::Linearizable)
         .await
@@ -197,6 +222,39 @@ async fn a_write_retried_with_the_same_sequence_applies_once() {
         .expect("present");
     assert_eq!(after.value, Bytes::from_static(b"2"));
     assert!(after.version > v.version);
+
+    // Once the client has acknowledged sequences below 3, a duplicate of 1 is refused as
+    // invalid (its answer is forgotten) and changes nothing.
+    let mut third = cas_request(client_id, 3, "2", "3");
+    if let Some(h) = third.header.as_mut() {
+        h.acked_below = 3;
+    }
+    assert!(
+        kv.compare_and_swap(third)
+            .await
+            .expect("cas")
+            .into_inner()
+            .succeeded
+    );
+    let stale = kv
+        .compare_and_swap(cas_request(client_id, 1, "0", "1"))
+        .await
+        .expect_err("a duplicate of an acknowledged sequence is refused");
+    assert_eq!(stale.code(), tonic::Code::InvalidArgument, "{stale:?}");
+    assert_eq!(
+        stale
+            .metadata()
+            .get(ringkv_proto::meta::ERROR_KIND)
+            .and_then(|v| v.to_str().ok()),
+        Some(ringkv_proto::meta::KIND_INVALID),
+        "{stale:?}"
+    );
+    let last = client
+        .get("order:{7}:payments", ReadConsistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(last.value, Bytes::from_static(b"3"));
 }
 
 /// A gRPC codec that sends and receives raw bytes, to put malformed messages on the wire.
@@ -284,11 +342,20 @@ async fn malformed_and_oversized_requests_are_refused_and_nothing_is_written() {
             )
             .await;
         let status = r.expect_err("a malformed message must be refused");
-        assert_ne!(status.code(), tonic::Code::Ok);
-        eprintln!(
-            "node {id} refused garbage with {:?}: {}",
+        // The codec refuses it before any handler runs: INTERNAL, as gRPC specifies for a
+        // message that does not parse, and no RingKV kind (so a client treats a write that
+        // meets it as of unknown outcome, never as certainly refused by RingKV).
+        assert_eq!(
             status.code(),
-            status.message()
+            tonic::Code::Internal,
+            "node {id} refused garbage: {status:?}"
+        );
+        assert!(
+            status
+                .metadata()
+                .get(ringkv_proto::meta::ERROR_KIND)
+                .is_none(),
+            "node {id}: {status:?}"
         );
     }
     // A well-formed message that means nothing: CAS without an expectation.

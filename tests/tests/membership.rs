@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringkv_client::{Client, ClientOptions, Error, ReadConsistency};
-use ringkv_tests::{Cluster, cli, free_port};
+use ringkv_tests::{Cluster, assert_definite_failures_absent, cli, free_port};
 use tokio::sync::Mutex;
 
 const SHARDS: u32 = 4;
@@ -89,7 +89,7 @@ async fn replacing_a_node_under_load_keeps_every_write_and_refuses_the_old_id() 
     let client = Client::new(ClientOptions::new(survivors.clone())).expect("client");
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let failures: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let failures: Arc<Mutex<Vec<(String, Error)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (client, stop, acked, failures) = (
@@ -106,7 +106,7 @@ async fn replacing_a_node_under_load_keeps_every_write_and_refuses_the_old_id() 
                 let (k, v) = (format!("member:{w}:{i}"), format!("v{i}"));
                 match client.put(k.clone(), v.clone()).await {
                     Ok(_) => acked.lock().await.push((k, v)),
-                    Err(e) => failures.lock().await.push(e),
+                    Err(e) => failures.lock().await.push((k, e)),
                 }
             }
         }));
@@ -194,6 +194,12 @@ async fn replacing_a_node_under_load_keeps_every_write_and_refuses_the_old_id() 
     );
     // A failed write must be definite or honestly unknown; neither may be silently dropped.
     check_all(&client, &acked, "after the replacement").await;
+    let definite: Vec<String> = failures
+        .iter()
+        .filter(|(_, e)| e.is_definite())
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_definite_failures_absent(&client, &definite, "after the replacement").await;
 
     // Node 4 holds every key itself.
     let only4 = cluster.client_of(4);

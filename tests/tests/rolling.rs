@@ -1,8 +1,8 @@
 //! A rolling restart under a steady write load (issue 6): each node in turn gets SIGTERM
 //! (graceful: leadership handed off, Raft stopped, flushed, exit 0), is restarted, and must
-//! report `/ready` before the next one goes. No acknowledged write may be lost, and no request
-//! may fail except as retriable; the largest latency spike and the client's retries are
-//! reported.
+//! report `/ready` before the next one goes. No acknowledged write may be lost, no request may
+//! fail except as retriable, and no write that failed may have taken effect; the largest
+//! latency spike and the client's retries are reported.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ringkv_client::{Error, ReadConsistency};
-use ringkv_tests::{Cluster, http_get};
+use ringkv_tests::{Cluster, assert_definite_failures_absent, http_get};
 use tokio::sync::Mutex;
 
 const WRITERS: usize = 8;
@@ -27,7 +27,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let worst_us = Arc::new(AtomicU64::new(0));
-    let errors: Arc<Mutex<Vec<Error>>> = Arc::default();
+    let errors: Arc<Mutex<Vec<(String, Error)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (client, stop, acked, worst_us, errors) = (
@@ -48,7 +48,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
                 worst_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 match r {
                     Ok(_) => acked.lock().await.push((k, v)),
-                    Err(e) => errors.lock().await.push(e),
+                    Err(e) => errors.lock().await.push((k, e)),
                 }
             }
         }));
@@ -98,6 +98,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
     assert!(acked.len() > 100, "the load ran");
     let unretriable: Vec<&Error> = errors
         .iter()
+        .map(|(_, e)| e)
         .filter(|e| !matches!(e, Error::Unavailable(_)))
         .collect();
     assert!(
@@ -116,4 +117,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
             "{k} lost"
         );
     }
+    // Every failure was definite: none of those writes may have taken effect.
+    let failed: Vec<String> = errors.iter().map(|(k, _)| k.clone()).collect();
+    assert_definite_failures_absent(&reader, &failed, "rolling restart").await;
 }

@@ -10,7 +10,8 @@
 //!
 //! Invariants:
 //! - Replies are yielded in request order, one per request; a reply the follower could not
-//!   produce (its Raft stopped) ends the stream with `Unreachable`.
+//!   produce (its Raft failed) ends the stream with a typed status (`errors::fatal_status`),
+//!   which the leader maps to `Unreachable`.
 //! - While any request is unanswered, each wait for the next reply is bounded by the RPC's
 //!   deadline (`hard_ttl`, the heartbeat interval, as for unary appends); a stream with nothing
 //!   outstanding may idle (the follower side is bounded by HTTP/2 keepalive).
@@ -33,7 +34,7 @@ use tonic::{Status, Streaming};
 
 use crate::codec::{decode, encode};
 use crate::network::Reply;
-use crate::network::client::{map_status, network, unreachable};
+use crate::network::errors::{TransportError, fatal_status, map_status, network, unreachable};
 use crate::shard::Shard;
 use crate::typ::TypeConfig;
 
@@ -112,16 +113,12 @@ pub fn serve(
             .filter_map(|r| futures::future::ready(r.ok()));
         let contact = shard.clone();
         let replies = shard.raft.stream_append(input).map(move |r| {
-            let body = match r {
-                Ok(result) => {
-                    if result.is_ok() {
-                        contact.leader_contact.touch();
-                    }
-                    Reply::Ok(result)
-                }
-                Err(fatal) => Reply::Err(fatal.to_string()),
-            };
-            encode(&body)
+            // A failed Raft ends the stream with a status that says so (see `errors.rs`).
+            let result = r.map_err(|fatal| fatal_status(&fatal))?;
+            if result.is_ok() {
+                contact.leader_contact.touch();
+            }
+            encode(&Reply::Ok(result))
                 .map(|payload| RaftReply {
                     payload: payload.into(),
                 })
@@ -217,11 +214,8 @@ impl Receiver {
                 match tokio::time::timeout(self.reply_ttl, self.inbound.message()).await {
                     Ok(m) => m,
                     Err(_) => {
-                        let e = std::io::Error::other(format!(
-                            "no append reply within {} ms",
-                            self.reply_ttl.as_millis()
-                        ));
-                        return self.fail(network(e));
+                        let ttl_ms = self.reply_ttl.as_millis();
+                        return self.fail(network(TransportError::ReplyTimeout { ttl_ms }));
                     }
                 }
             } else {
@@ -235,13 +229,13 @@ impl Receiver {
                     self.received += 1;
                     match decode::<Reply<StreamAppendResult<TypeConfig>>>(&reply.payload) {
                         Ok(Reply::Ok(r)) => Some((Ok(r), self)),
-                        Ok(Reply::Err(e)) => self.fail(unreachable(std::io::Error::other(e))),
+                        Ok(Reply::Err(e)) => self.fail(unreachable(TransportError::RemoteRaft(e))),
                         Err(e) => self.fail(network(e)),
                     }
                 }
-                Ok(None) if self.tracker.encode_failed.load(Ordering::Acquire) => self.fail(
-                    network(std::io::Error::other("could not encode an append request")),
-                ),
+                Ok(None) if self.tracker.encode_failed.load(Ordering::Acquire) => {
+                    self.fail(network(TransportError::Encode))
+                }
                 Ok(None) => None,
                 Err(status) => self.fail(map_status(status)),
             };

@@ -1,8 +1,8 @@
 //! The sending side of the Raft transport: openraft's `RaftNetworkV2` for one (target, shard).
 //!
-//! Error mapping (it decides openraft's backoff): a peer that is down, refuses the envelope, or
-//! whose Raft group has stopped is `Unreachable` (openraft backs off); a call that timed out or
-//! broke mid-way is a `NetworkError` (openraft retries soon).
+//! Errors map to openraft's by kind in `errors.rs` (it decides openraft's backoff): a peer that is
+//! down, refuses the envelope, or whose Raft group has stopped is `Unreachable` (openraft backs
+//! off); a call that timed out or broke mid-way is a `NetworkError` (openraft retries soon).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use tonic::{Code, Streaming};
 use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream;
+use crate::network::errors::{TransportError, map_status, network, unreachable};
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::snapshot::SnapshotFile;
 use crate::typ::{Node, NodeId, Snapshot, TypeConfig, Vote};
@@ -88,21 +89,6 @@ enum Method {
     TransferLeader,
 }
 
-pub(crate) fn unreachable(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
-    RPCError::Unreachable(Unreachable::new(&e))
-}
-
-pub(crate) fn network(e: impl std::error::Error + 'static) -> RPCError<TypeConfig> {
-    RPCError::Network(NetworkError::new(&e))
-}
-
-pub(crate) fn map_status(s: tonic::Status) -> RPCError<TypeConfig> {
-    match s.code() {
-        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal => network(s),
-        _ => unreachable(s),
-    }
-}
-
 impl PeerClient {
     fn new(f: &NetworkFactory, target: NodeId, node: &Node, purpose: Purpose) -> Self {
         PeerClient {
@@ -159,7 +145,7 @@ impl PeerClient {
         };
         match decode::<Reply<Resp>>(&reply.into_inner().payload).map_err(network)? {
             Reply::Ok(r) => Ok(r),
-            Reply::Err(e) => Err(unreachable(std::io::Error::other(e))),
+            Reply::Err(e) => Err(unreachable(TransportError::RemoteRaft(e))),
         }
     }
 }
@@ -335,7 +321,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         {
             Reply::Ok(r) => Ok(r),
             Reply::Err(e) => Err(StreamingError::Unreachable(Unreachable::new(
-                &std::io::Error::other(e),
+                &TransportError::RemoteRaft(e),
             ))),
         }
     }

@@ -8,17 +8,23 @@
 //! - [`append_stream`]: pipelined replication on one bidirectional stream per (leader, follower,
 //!   shard) session, both sides.
 //! - [`server`]: the `Raft` gRPC service, which checks the envelope before touching Raft.
+//! - [`errors`]: the transport's errors and their mapping, both sides (statuses with kinds to
+//!   openraft's `Unreachable`/`NetworkError`; a failed Raft to a status with its kind).
 
 pub mod append_stream;
 pub mod client;
+pub mod errors;
 pub mod pool;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-/// The body of a Raft RPC reply: the remote Raft's answer, or its error as text.
+/// The body of a Raft RPC reply. This version sends only `Ok`: a failed Raft is answered
+/// with a status that carries its kind (see [`errors`]).
 #[derive(Serialize, Deserialize)]
 pub enum Reply<T> {
     Ok(T),
+    /// A failure as text, as versions before typed statuses sent it; still decoded (it means
+    /// the peer is unreachable) so a rolling upgrade keeps replicating.
     Err(String),
 }

@@ -1,7 +1,9 @@
 //! The receiving side of the Raft transport: the `Raft` gRPC service.
 //!
 //! Every call, and every message of an append stream, is checked before it reaches openraft:
-//! the cluster id must be ours, the receiver must be this node, and the shard must exist. A received snapshot is written to a temporary
+//! the cluster id must be ours, the receiver must be this node, and the shard must exist. A
+//! local Raft that failed is answered with a typed status (`errors.rs`), never as text in the
+//! reply body. A received snapshot is written to a temporary
 //! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
 //! because openraft treats a bad snapshot as fatal.
 
@@ -19,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream::{self, EnvelopeCheck, ReplyStream};
+use crate::network::errors::{SnapshotRefusal, fatal_status, raft_error_status};
 use crate::shard::snapshot::{self, SnapshotFile};
 use crate::shard::{Shard, Shards};
 use crate::typ::{NodeId, Snapshot, SnapshotMeta, Vote};
@@ -39,14 +42,10 @@ pub struct RaftService {
     pub appends: prometheus::IntCounterVec,
 }
 
-fn reply<T: Serialize, E: std::fmt::Display>(
-    r: Result<T, E>,
-) -> Result<Response<RaftReply>, Status> {
-    let body = match r {
-        Ok(v) => Reply::Ok(v),
-        Err(e) => Reply::Err(e.to_string()),
-    };
-    let payload = encode(&body).map_err(|e| Status::internal(e.to_string()))?;
+/// The answer to a Raft call: the local Raft's result in the body, or the status that says
+/// why it failed (see `errors.rs`).
+fn reply<T: Serialize>(r: Result<T, Status>) -> Result<Response<RaftReply>, Status> {
+    let payload = encode(&Reply::Ok(r?)).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftReply {
         payload: payload.into(),
     }))
@@ -112,35 +111,39 @@ impl RaftService {
         let result = async {
             let mut file = tokio::fs::File::create(&path).await?;
             let mut written = 0u64;
-            while let Some(chunk) = stream.message().await.map_err(std::io::Error::other)? {
+            while let Some(chunk) = stream.message().await? {
                 let Some(snapshot_chunk::Part::Data(data)) = chunk.part else {
-                    return Err(std::io::Error::other("second head in snapshot stream"));
+                    return Err(SnapshotRefusal::SecondHead);
                 };
                 written += data.len() as u64;
                 if written > head.size_bytes {
-                    return Err(std::io::Error::other("snapshot longer than announced"));
+                    return Err(SnapshotRefusal::Longer {
+                        announced_bytes: head.size_bytes,
+                    });
                 }
                 file.write_all(&data).await?;
             }
             if written != head.size_bytes {
-                return Err(std::io::Error::other(format!(
-                    "snapshot stream ended after {written} of {} bytes",
-                    head.size_bytes
-                )));
+                return Err(SnapshotRefusal::Shorter {
+                    written_bytes: written,
+                    announced_bytes: head.size_bytes,
+                });
             }
             file.sync_all().await?;
             drop(file);
             let p = path.clone();
-            let file = tokio::task::spawn_blocking(move || -> std::io::Result<SnapshotFile> {
-                let mut f = SnapshotFile::open(p)?;
-                let file_meta = snapshot::verify(&mut f.file)?;
-                if file_meta != meta {
-                    return Err(std::io::Error::other("snapshot meta differs from its head"));
-                }
-                Ok(f)
-            })
-            .await
-            .map_err(std::io::Error::other)??;
+            let file =
+                tokio::task::spawn_blocking(move || -> Result<SnapshotFile, SnapshotRefusal> {
+                    let mut f = SnapshotFile::open(p)?;
+                    let file_meta =
+                        snapshot::verify(&mut f.file).map_err(SnapshotRefusal::Invalid)?;
+                    if file_meta != meta {
+                        return Err(SnapshotRefusal::MetaDiffers);
+                    }
+                    Ok(f)
+                })
+                .await
+                .map_err(|e| SnapshotRefusal::Io(std::io::Error::other(e)))??;
             Ok(file)
         }
         .await;
@@ -162,7 +165,11 @@ impl RaftService {
             meta: file_meta_of(&file)?,
             snapshot: file,
         };
-        let result = shard.raft.install_full_snapshot(vote, snap).await;
+        let result = shard
+            .raft
+            .install_full_snapshot(vote, snap)
+            .await
+            .map_err(|f| fatal_status(&f));
         // An installed file was moved into the snapshot directory; one openraft declined (a
         // newer vote, an older snapshot) is still here and nothing will read it.
         if tokio::fs::try_exists(&path).await.unwrap_or(false)
@@ -239,19 +246,35 @@ impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
-        reply(shard.raft.vote(body).await)
+        reply(
+            shard
+                .raft
+                .vote(body)
+                .await
+                .map_err(|e| raft_error_status(&e)),
+        )
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
-        reply(shard.raft.pre_vote(body).await)
+        reply(
+            shard
+                .raft
+                .pre_vote(body)
+                .await
+                .map_err(|e| raft_error_status(&e)),
+        )
     }
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
         self.appends.with_label_values(&["unary"]).inc();
-        let result = shard.raft.append_entries(body).await;
+        let result = shard
+            .raft
+            .append_entries(body)
+            .await
+            .map_err(|e| raft_error_status(&e));
         if matches!(
             result,
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
@@ -296,7 +319,13 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let (shard, body) = self.open(request.get_ref())?;
-        reply(shard.raft.handle_transfer_leader(body).await)
+        reply(
+            shard
+                .raft
+                .handle_transfer_leader(body)
+                .await
+                .map_err(|f| fatal_status(&f)),
+        )
     }
 
     async fn install_snapshot(
