@@ -138,40 +138,10 @@ impl Cluster {
     /// Lays out `n` nodes (addresses, data directories) without starting them.
     pub fn prepare(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nodes = BTreeMap::new();
-        for id in 1..=n {
-            let addr = format!("127.0.0.1:{}", free_port());
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    addr,
-                    admin: format!("127.0.0.1:{}", free_port()),
-                    data_dir: dir.path().join(format!("node-{id}")),
-                    log: dir.path().join(format!("node-{id}.log")),
-                    join: None,
-                    child: None,
-                    hold: None,
-                    starts: 0,
-                    env: Vec::new(),
-                },
-            );
-        }
-        for n in nodes.values_mut() {
-            n.hold_ports();
-        }
-        let peers = nodes
-            .values()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        Cluster {
-            _dir: dir,
-            nodes,
-            peers,
-            shards,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        }
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        Self::prepare_on(dir, &addrs, shards, extra_args)
     }
 
     /// Lays out nodes on existing data directories `dir/node-<id>` (e.g. unpacked from a
