@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use prost::Message;
@@ -257,9 +258,11 @@ impl KvService {
     /// Refuses a write to `shard` while this node or one of its voters is out of disk space:
     /// before anything is proposed, so nothing was written.
     fn admit_space(&self, shard: &Shard) -> Result<(), KvError> {
-        let m = shard.metrics();
-        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
-        self.space.check_write(voters).map_err(|e| {
+        // Read the voters in place: cloning the metrics on every write costs more than the
+        // check itself.
+        let watch = shard.raft.metrics();
+        let m = watch.borrow_watched();
+        self.space.check_write(m.membership_config.membership().voter_ids()).map_err(|e| {
             self.metrics.count_disk_full_refusal();
             KvError::DiskFull(e)
         })
