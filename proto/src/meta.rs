@@ -9,6 +9,9 @@ pub const ERROR_KIND: &str = "x-ringkv-error";
 pub const LEADER_ID: &str = "x-ringkv-leader-id";
 /// The client address of the shard's leader, when known.
 pub const LEADER_ADDR: &str = "x-ringkv-leader-addr";
+/// With [`KIND_OVERLOADED`]: milliseconds the client should wait before retrying (a decimal
+/// integer; add jitter).
+pub const RETRY_AFTER_MS: &str = "x-ringkv-retry-after-ms";
 /// With [`KIND_DISK_FULL`]: the id of the node that is out of disk space.
 pub const FULL_NODE_ID: &str = "x-ringkv-full-node-id";
 

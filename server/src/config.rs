@@ -8,6 +8,9 @@ use crate::service::limits::{
     KEY_BYTES_CEILING, Limits, REQUEST_BYTES_CEILING, VALUE_BYTES_CEILING,
 };
 
+/// The longest `--queue-time-max-ms` accepted (a wait beyond it is no admission control).
+pub const QUEUE_TIME_MAX_MS_CEILING: u64 = 600_000;
+
 /// Flags of `ringkv-server` (design section 8).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
@@ -69,6 +72,10 @@ pub struct NodeArgs {
     /// Client requests in flight on this node; beyond this, requests get RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 4096)]
     pub inflight_requests_max: usize,
+    /// A client request that waited this long for admission is refused (RESOURCE_EXHAUSTED,
+    /// kind overloaded, with a retry-after hint); 0: never wait, refuse at once at the limit.
+    #[arg(long, default_value_t = 50)]
+    pub queue_time_max_ms: u64,
     #[arg(long, default_value_t = 4096)]
     pub key_bytes_max: usize,
     #[arg(long, default_value_t = 65_536)]
@@ -108,6 +115,7 @@ pub struct Config {
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub inflight_requests_max: usize,
+    pub queue_time_max_ms: u64,
     pub admin_listen: Option<String>,
     pub ready_lag_entries_max: u64,
     pub limits: Limits,
@@ -253,6 +261,12 @@ impl NodeArgs {
         if self.inflight_requests_max == 0 {
             return Err(bad("inflight_requests_max", "must be positive"));
         }
+        if self.queue_time_max_ms > QUEUE_TIME_MAX_MS_CEILING {
+            return Err(bad(
+                "queue_time_max_ms",
+                format!("must be at most {QUEUE_TIME_MAX_MS_CEILING}"),
+            ));
+        }
         if self.write_timeout_ms == 0 || self.read_timeout_ms == 0 {
             return Err(bad("write_timeout_ms", "timeouts must be positive"));
         }
@@ -278,6 +292,7 @@ impl NodeArgs {
             write_timeout_ms: self.write_timeout_ms,
             read_timeout_ms: self.read_timeout_ms,
             inflight_requests_max: self.inflight_requests_max,
+            queue_time_max_ms: self.queue_time_max_ms,
             admin_listen: self.admin_listen.clone(),
             ready_lag_entries_max: self.ready_lag_entries_max,
             limits: Limits {

@@ -3,7 +3,8 @@
 //! Request metrics are recorded as requests finish; per-shard and process gauges are refreshed
 //! from openraft's metrics and sled when `/metrics` is scraped, so they cost nothing between
 //! scrapes. Labels have bounded cardinality: `op` is one of five names, `code` one of gRPC's
-//! codes, `shard` one of `--shards`, `transport` one of two.
+//! codes, `shard` one of `--shards`, `transport` one of two, `class` one of four and `reason`
+//! one of four.
 
 use std::time::Instant;
 
@@ -45,6 +46,10 @@ pub struct Metrics {
     pub forwarded: IntCounterVec,
     pub raft_appends: IntCounterVec,
     pub inflight: IntGauge,
+    requests_admitted: IntCounterVec,
+    requests_rejected: IntCounterVec,
+    admission_queue_seconds: Histogram,
+    admission_limit: IntGauge,
     shard_is_leader: IntGaugeVec,
     shard_term: IntGaugeVec,
     shard_leader_id: IntGaugeVec,
@@ -207,6 +212,40 @@ impl Metrics {
                     "Client requests being served now.",
                 )?,
             )?,
+            requests_admitted: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_requests_admitted_total",
+                        "Client requests admitted, by class (write, linearizable_read, serializable_read, bulk).",
+                    ),
+                    &["class"],
+                )?,
+            )?,
+            requests_rejected: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_requests_rejected_total",
+                        "Client requests refused as overloaded before any work, by class and reason (queue_time, queue_full, deadline, ceiling).",
+                    ),
+                    &["class", "reason"],
+                )?,
+            )?,
+            admission_queue_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_admission_queue_seconds",
+                    "Time admitted client requests waited for a permit.",
+                ))?,
+            )?,
+            admission_limit: register(
+                &r,
+                IntGauge::new(
+                    "ringkv_admission_limit",
+                    "Current adaptive limit of client requests in flight (at most --inflight-requests-max).",
+                )?,
+            )?,
             shard_is_leader: shard_gauge(
                 &r,
                 "ringkv_shard_is_leader",
@@ -363,6 +402,16 @@ impl Metrics {
         crate::storage::wal::FlushObservers {
             flush_seconds: self.flush_seconds.clone(),
             waiters_per_flush: self.waiters_per_flush.clone(),
+        }
+    }
+
+    /// Handles the admission control records into.
+    pub fn admission_observers(&self) -> crate::service::admission::Observers {
+        crate::service::admission::Observers {
+            admitted: self.requests_admitted.clone(),
+            rejected: self.requests_rejected.clone(),
+            queue_seconds: self.admission_queue_seconds.clone(),
+            limit: self.admission_limit.clone(),
         }
     }
 

@@ -19,7 +19,6 @@ use ringkv_proto::pb::kv_server::KvServer;
 use ringkv_proto::pb::raft_server::RaftServer;
 use ringkv_proto::ring::Ring;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
@@ -31,6 +30,7 @@ use crate::network::client::{NetContext, NetworkFactory};
 use crate::network::pool::ChannelPool;
 use crate::network::server::{RaftService, VoterCheck};
 use crate::router::Router;
+use crate::service::admission::{Admission, Settings as AdmissionSettings};
 use crate::service::cluster::ClusterService;
 use crate::service::kv::KvService;
 use crate::shard::log_store::LogStore;
@@ -196,7 +196,14 @@ pub async fn run(
         shard.sm.observe(metrics.state_machine_observers());
     }
     wal.observe(metrics.flush_observers());
-    let admission = Arc::new(Semaphore::new(cfg.inflight_requests_max));
+    let admission = Admission::new(
+        AdmissionSettings {
+            ceiling: cfg.inflight_requests_max,
+            queue_time_max: Duration::from_millis(cfg.queue_time_max_ms),
+            queue_max: cfg.inflight_requests_max,
+        },
+        Some(metrics.admission_observers()),
+    );
     let shutting_down = Arc::new(AtomicBool::new(false));
     let kv = KvService {
         cluster_id: cfg.cluster_id.clone(),
@@ -322,7 +329,7 @@ pub async fn run(
     // Drain client requests while Raft traffic is still served: a write proposed here before
     // the hand-off completes only when the new leader tells this node it committed, so the
     // gRPC server (which also carries Raft) must stay up until in-flight requests are done.
-    drain(&admission, cfg.inflight_requests_max).await;
+    drain(&admission).await;
     cancel.cancel();
     let _ = balancer.await;
     let _ = readmit.await;
@@ -366,12 +373,12 @@ pub async fn run(
 
 /// Waits (at most [`DRAIN_TIMEOUT`]) until no client request is in flight: every admission
 /// permit is back.
-async fn drain(admission: &Semaphore, permits: usize) {
+async fn drain(admission: &Admission) {
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while admission.available_permits() < permits {
+    while admission.in_flight() > 0 {
         if tokio::time::Instant::now() >= deadline {
             tracing::warn!(
-                in_flight = permits - admission.available_permits(),
+                in_flight = admission.in_flight(),
                 drain_ms = DRAIN_TIMEOUT.as_millis() as u64,
                 "client requests still in flight at the drain deadline"
             );

@@ -1,7 +1,7 @@
 //! The `Batch` RPC: several independent client requests in one message.
 //!
 //! Each item runs through the very handler its unary RPC uses (validation, admission, routing,
-//! forwarding, request metrics), concurrently with the other items, and its result or error
+//! forwarding, request metrics; the batch's deadline is each item's), concurrently with the other items, and its result or error
 //! comes back in item order with the metadata the unary answer would have carried. Nothing is
 //! atomic across items: a batch only saves per-RPC work (HTTP/2 streams, headers, syscalls).
 //! The answer waits for the slowest item, which is why the client batches one shard at a time.
@@ -13,11 +13,14 @@ use ringkv_proto::pb::kv_server::Kv;
 use ringkv_proto::pb::{
     BatchItem, BatchRequest, BatchResponse, BatchResult, ItemError, batch_item, batch_result,
 };
-use tonic::metadata::{KeyAndValueRef, MetadataMap};
+use tonic::metadata::{AsciiMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
 use crate::service::error::KvError;
 use crate::service::kv::KvService;
+
+/// The gRPC deadline header.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// Items one batch may carry at most.
 pub const BATCH_ITEMS_MAX: usize = 1024;
@@ -27,6 +30,8 @@ impl KvService {
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
+        // Each item inherits the batch's deadline, so admission honours it per item.
+        let timeout = request.metadata().get(GRPC_TIMEOUT).cloned();
         let items = request.into_inner().items;
         if items.len() > BATCH_ITEMS_MAX {
             return Err(KvError::Invalid(format!(
@@ -36,25 +41,44 @@ impl KvService {
             .into());
         }
         self.metrics.batch_items.observe(items.len() as f64);
-        let results =
-            futures::future::join_all(items.into_iter().map(|item| self.batch_item(item))).await;
+        let results = futures::future::join_all(
+            items
+                .into_iter()
+                .map(|item| self.batch_item(item, timeout.as_ref())),
+        )
+        .await;
         Ok(Response::new(BatchResponse { results }))
     }
 
-    async fn batch_item(&self, item: BatchItem) -> BatchResult {
+    async fn batch_item(
+        &self,
+        item: BatchItem,
+        timeout: Option<&AsciiMetadataValue>,
+    ) -> BatchResult {
         use batch_item::Op;
         use batch_result::Result as R;
         match item.op {
-            Some(Op::Get(r)) => answer(Kv::get(self, Request::new(r)).await, R::Get),
-            Some(Op::Put(r)) => answer(Kv::put(self, Request::new(r)).await, R::Put),
-            Some(Op::Delete(r)) => answer(Kv::delete(self, Request::new(r)).await, R::Delete),
+            Some(Op::Get(r)) => answer(Kv::get(self, with_timeout(r, timeout)).await, R::Get),
+            Some(Op::Put(r)) => answer(Kv::put(self, with_timeout(r, timeout)).await, R::Put),
+            Some(Op::Delete(r)) => {
+                answer(Kv::delete(self, with_timeout(r, timeout)).await, R::Delete)
+            }
             Some(Op::CompareAndSwap(r)) => answer(
-                Kv::compare_and_swap(self, Request::new(r)).await,
+                Kv::compare_and_swap(self, with_timeout(r, timeout)).await,
                 R::CompareAndSwap,
             ),
             None => failure(KvError::Invalid("a batch item without an operation".into()).into()),
         }
     }
+}
+
+/// An item's request, carrying the batch's `grpc-timeout` if it had one.
+fn with_timeout<T>(r: T, timeout: Option<&AsciiMetadataValue>) -> Request<T> {
+    let mut req = Request::new(r);
+    if let Some(t) = timeout {
+        req.metadata_mut().insert(GRPC_TIMEOUT, t.clone());
+    }
+    req
 }
 
 fn answer<T>(

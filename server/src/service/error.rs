@@ -2,11 +2,16 @@
 //!
 //! Each variant tells the caller what to do: fix the input, retry at the leader, retry later,
 //! or treat the write's outcome as unknown. The kind travels in metadata
-//! (`ringkv_proto::meta::ERROR_KIND`) so clients never parse messages.
+//! (`ringkv_proto::meta::ERROR_KIND`) so clients never parse messages; an overload refusal also
+//! carries when to retry (`ringkv_proto::meta::RETRY_AFTER_MS`).
+
+use std::time::Duration;
 
 use ringkv_proto::meta;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+
+use crate::service::admission::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -23,9 +28,12 @@ pub enum KvError {
     /// Retry later; nothing was written.
     #[error("shard {shard} has no reachable leader: {reason}")]
     NoLeader { shard: u32, reason: String },
-    /// Retry later with backoff; nothing was written.
-    #[error("overloaded: {0}")]
-    Overloaded(String),
+    /// Retry later with backoff, not before `retry_after`; nothing was written.
+    #[error("overloaded: {message}")]
+    Overloaded {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The write may or may not take effect.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
@@ -41,13 +49,22 @@ pub enum KvError {
     Internal(String),
 }
 
+impl From<Refusal> for KvError {
+    fn from(r: Refusal) -> KvError {
+        KvError::Overloaded {
+            message: r.to_string(),
+            retry_after: Some(r.retry_after),
+        }
+    }
+}
+
 impl From<KvError> for Status {
     fn from(e: KvError) -> Status {
         let (code, kind) = match &e {
             KvError::Invalid(_) => (Code::InvalidArgument, meta::KIND_INVALID),
             KvError::NotLeader { .. } => (Code::FailedPrecondition, meta::KIND_NOT_LEADER),
             KvError::NoLeader { .. } => (Code::Unavailable, meta::KIND_NO_LEADER),
-            KvError::Overloaded(_) => (Code::ResourceExhausted, meta::KIND_OVERLOADED),
+            KvError::Overloaded { .. } => (Code::ResourceExhausted, meta::KIND_OVERLOADED),
             KvError::OutcomeUnknown(_) => (Code::Unknown, meta::KIND_OUTCOME_UNKNOWN),
             KvError::ShuttingDown => (Code::Unavailable, meta::KIND_SHUTTING_DOWN),
             KvError::DiskFull(_) => (Code::ResourceExhausted, meta::KIND_DISK_FULL),
@@ -56,6 +73,14 @@ impl From<KvError> for Status {
         let mut status = Status::new(code, e.to_string());
         let md = status.metadata_mut();
         md.insert(meta::ERROR_KIND, MetadataValue::from_static(kind));
+        if let KvError::Overloaded {
+            retry_after: Some(after),
+            ..
+        } = &e
+        {
+            let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+            md.insert(meta::RETRY_AFTER_MS, MetadataValue::from(ms));
+        }
         if let KvError::DiskFull(full) = &e {
             md.insert(meta::FULL_NODE_ID, MetadataValue::from(full.node));
         }

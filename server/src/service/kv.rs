@@ -24,12 +24,12 @@ use ringkv_proto::pb::{
     DeleteResponse, GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RequestHeader,
     ScanRequest, ScanResponse, compare_and_swap_request,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::metrics::Metrics;
 use crate::router::{Route, Router};
+use crate::service::admission::{Admission, Class, Permit, deadline_of};
 use crate::service::error::KvError;
 use crate::service::limits::Limits;
 use crate::shard::Shard;
@@ -45,7 +45,8 @@ pub struct KvService {
     pub limits: Limits,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
-    pub admission: Arc<Semaphore>,
+    /// Permits for client requests, by class and time (see [`crate::service::admission`]).
+    pub admission: Arc<Admission>,
     pub shutting_down: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     /// Refuses writes while this node or a voter of the shard is out of disk space.
@@ -68,11 +69,15 @@ enum Effect {
 }
 
 impl KvService {
-    fn admit(
+    /// Checks the request, then waits (bounded) for a permit of `class`. A refusal is a
+    /// definite overload: nothing was done.
+    async fn admit(
         &self,
         header: &Option<RequestHeader>,
         encoded_len: usize,
-    ) -> Result<OwnedSemaphorePermit, KvError> {
+        class: Class,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Permit, KvError> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(KvError::ShuttingDown);
         }
@@ -86,12 +91,18 @@ impl KvService {
             )));
         }
         self.limits.check_request(encoded_len)?;
-        self.admission.clone().try_acquire_owned().map_err(|_| {
-            KvError::Overloaded(
-                "too many requests in flight on this node (inflight_requests_max reached)"
-                    .to_string(),
-            )
-        })
+        Ok(self.admission.acquire(class, deadline).await?)
+    }
+
+    /// Refuses a write whose caller's deadline has passed: it is not proposed (or forwarded),
+    /// so the refusal is definite.
+    fn check_deadline(&self, deadline: Option<tokio::time::Instant>) -> Result<(), KvError> {
+        match deadline {
+            Some(d) if tokio::time::Instant::now() >= d => {
+                Err(self.admission.refuse_late(Class::Write).into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Proposes `op` on its shard. `Err(NotLeader)` means it certainly was not applied.
@@ -262,16 +273,19 @@ impl KvService {
         // check itself.
         let watch = shard.raft.metrics();
         let m = watch.borrow_watched();
-        self.space.check_write(m.membership_config.membership().voter_ids()).map_err(|e| {
-            self.metrics.count_disk_full_refusal();
-            KvError::DiskFull(e)
-        })
+        self.space
+            .check_write(m.membership_config.membership().voter_ids())
+            .map_err(|e| {
+                self.metrics.count_disk_full_refusal();
+                KvError::DiskFull(e)
+            })
     }
 
     /// Runs a write locally or at the leader.
     async fn write<T, F, Fut>(
         &self,
         header: &Option<RequestHeader>,
+        deadline: Option<tokio::time::Instant>,
         op: Op,
         local: impl FnOnce(CommandResponse) -> Result<T, KvError>,
         remote: F,
@@ -290,7 +304,10 @@ impl KvService {
                 leader_id,
                 leader_addr: addr,
             },
-            Route::Local(shard) => match self.admit_space(shard) {
+            Route::Local(shard) => match self
+                .admit_space(shard)
+                .and_then(|()| self.check_deadline(deadline))
+            {
                 Err(e) => e,
                 Ok(()) => match self.propose(shard, header, op).await {
                     Ok(CommandResponse::Expired) => {
@@ -311,6 +328,7 @@ impl KvService {
                 leader_addr,
                 ..
             } if !forwarded(header) => {
+                self.check_deadline(deadline)?;
                 self.forward(&leader_addr, leader_id, Effect::Write, remote)
                     .await
             }
@@ -351,8 +369,16 @@ impl KvService {
         &self,
         request: Request<GetRequest>,
     ) -> Result<Response<GetResponse>, Status> {
+        let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
         let mut req = request.into_inner();
-        let _permit = self.admit(&req.header, req.encoded_len())?;
+        let class = if req.serializable {
+            Class::SerializableRead
+        } else {
+            Class::LinearizableRead
+        };
+        let _permit = self
+            .admit(&req.header, req.encoded_len(), class, deadline)
+            .await?;
         self.limits.check_key(&req.key)?;
         let shard = self.router.shard_for_key(&req.key);
         let read = |shard: &Shard| -> Result<GetResponse, KvError> {
@@ -412,8 +438,11 @@ impl KvService {
         &self,
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
+        let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
         let mut req = request.into_inner();
-        let _permit = self.admit(&req.header, req.encoded_len())?;
+        let _permit = self
+            .admit(&req.header, req.encoded_len(), Class::Write, deadline)
+            .await?;
         self.limits.check_key(&req.key)?;
         self.limits.check_value(&req.value)?;
         let op = Op::Put {
@@ -424,6 +453,7 @@ impl KvService {
         mark_forwarded(&mut req.header);
         self.write(
             &header,
+            deadline,
             op,
             |r| match r {
                 CommandResponse::Put { version } => Ok(PutResponse { version }),
@@ -439,8 +469,11 @@ impl KvService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
         let mut req = request.into_inner();
-        let _permit = self.admit(&req.header, req.encoded_len())?;
+        let _permit = self
+            .admit(&req.header, req.encoded_len(), Class::Write, deadline)
+            .await?;
         self.limits.check_key(&req.key)?;
         let op = Op::Delete {
             key: detached(&req.key),
@@ -449,6 +482,7 @@ impl KvService {
         mark_forwarded(&mut req.header);
         self.write(
             &header,
+            deadline,
             op,
             |r| match r {
                 CommandResponse::Delete { existed } => Ok(DeleteResponse { existed }),
@@ -464,8 +498,11 @@ impl KvService {
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
         let mut req = request.into_inner();
-        let _permit = self.admit(&req.header, req.encoded_len())?;
+        let _permit = self
+            .admit(&req.header, req.encoded_len(), Class::Write, deadline)
+            .await?;
         self.limits.check_key(&req.key)?;
         let expected = match &req.expected {
             Some(compare_and_swap_request::Expected::ExpectedValue(v)) => {
@@ -493,6 +530,7 @@ impl KvService {
         mark_forwarded(&mut req.header);
         self.write(
             &header,
+            deadline,
             op,
             |r| match r {
                 CommandResponse::Cas {
@@ -518,8 +556,11 @@ impl KvService {
         &self,
         request: Request<ScanRequest>,
     ) -> Result<Response<ScanResponse>, Status> {
+        let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
         let req = request.into_inner();
-        let _permit = self.admit(&req.header, req.encoded_len())?;
+        let _permit = self
+            .admit(&req.header, req.encoded_len(), Class::Bulk, deadline)
+            .await?;
         if req.prefix.len() > self.limits.key_bytes_max {
             return Err(KvError::Invalid(format!(
                 "prefix is {} bytes, over the limit key_bytes_max={}",

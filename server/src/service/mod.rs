@@ -1,7 +1,10 @@
 //! Client-facing gRPC services: `Kv` (reads and writes, forwarded to shard leaders) and
-//! `Cluster` (status); `Kv`'s `Batch` runs several requests through the unary handlers at once. Services validate input and map errors through the one table in
-//! [`error`]; they never touch sled directly (reads go through the shard's state machine).
+//! `Cluster` (status); `Kv`'s `Batch` runs several requests through the unary handlers at once.
+//! Every client request is admitted by [`admission`] (count, class and time) before any work.
+//! Services validate input and map errors through the one table in [`error`]; they never touch
+//! sled directly (reads go through the shard's state machine).
 
+pub mod admission;
 pub mod batch;
 pub mod cluster;
 pub mod error;
