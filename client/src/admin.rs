@@ -58,7 +58,9 @@ impl Client {
                         continue;
                     }
                     Failure::Redirect(addr) => last = format!("redirected to {addr} again"),
-                    Failure::Definite(m) | Failure::Unknown(m) => last = format!("{target}: {m}"),
+                    Failure::Definite(m)
+                    | Failure::Unknown(m)
+                    | Failure::Overloaded { message: m, .. } => last = format!("{target}: {m}"),
                 },
                 Err(_) => last = format!("no answer from {target} within {budget:?}"),
             }

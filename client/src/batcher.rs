@@ -162,24 +162,26 @@ async fn run(kv: KvClient<Channel>, mut rx: mpsc::Receiver<Pending>, rpc_timeout
             let (items, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.item, p.reply)).unzip();
             let n = items.len();
-            let outcome =
-                match tokio::time::timeout(rpc_timeout, kv.batch(BatchRequest { items })).await {
-                    Ok(Ok(resp)) => {
-                        let results = resp.into_inner().results;
-                        if results.len() == n {
-                            Ok(results)
-                        } else {
-                            Err(Status::internal(format!(
-                                "the server answered {} results to a batch of {n}",
-                                results.len()
-                            )))
-                        }
+            // The server sees the batch's deadline too (each item inherits it).
+            let mut request = tonic::Request::new(BatchRequest { items });
+            request.set_timeout(rpc_timeout);
+            let outcome = match tokio::time::timeout(rpc_timeout, kv.batch(request)).await {
+                Ok(Ok(resp)) => {
+                    let results = resp.into_inner().results;
+                    if results.len() == n {
+                        Ok(results)
+                    } else {
+                        Err(Status::internal(format!(
+                            "the server answered {} results to a batch of {n}",
+                            results.len()
+                        )))
                     }
-                    Ok(Err(s)) => Err(s),
-                    Err(_) => Err(Status::deadline_exceeded(format!(
-                        "no answer to a batch within {rpc_timeout:?}"
-                    ))),
-                };
+                }
+                Ok(Err(s)) => Err(s),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer to a batch within {rpc_timeout:?}"
+                ))),
+            };
             match outcome {
                 Ok(results) => {
                     for (reply, r) in replies.into_iter().zip(results) {

@@ -15,6 +15,15 @@
 //! once), `uniform`, `zipf:THETA` (key 0 hottest) or `hotspot:X:Y` (a fraction X of requests
 //! go to the first fraction Y of keys), drawn from a seeded generator (`--seed`, printed).
 //! `--verify` reads back every key a put run acknowledged and counts any that are missing.
+//!
+//! `--deadline-ms D` gives every request a deadline of D: the client gives up on it after D
+//! (its request timeout, also sent to the server as `grpc-timeout`), and a request not
+//! acknowledged within D of its intended start counts as *missed*. Every recorded request is
+//! then exactly one of: acknowledged in time (`goodput_ops_s` is their count per second of the
+//! recording window), refused as overloaded (`rejected`: a definite refusal, nothing written),
+//! or missed (late acknowledgements, timeouts, unknown outcomes, other failures). Without a
+//! deadline, `goodput_ops_s` equals the acknowledged ops/s and `missed` is 0; `rejected` still
+//! counts overload refusals. `failed_definite` includes the rejected requests.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -107,6 +116,10 @@ pub struct BenchArgs {
     /// Reads and CAS: the keys were written by an earlier run; do not write them first.
     #[arg(long)]
     pub skip_preload: bool,
+    /// Each request's deadline: the client gives up after it, and a request not acknowledged
+    /// within it of its intended start counts as missed (see `goodput_ops_s`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub deadline_ms: Option<u64>,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -213,9 +226,12 @@ enum Conn {
 }
 
 /// How one request ended.
+#[derive(Debug)]
 enum Outcome {
     Ok,
     Failed(String),
+    /// Refused as overloaded (definite: nothing written).
+    Rejected(String),
     Unknown(String),
 }
 
@@ -231,7 +247,8 @@ impl Conn {
         }
     }
 
-    async fn get(&self, key: Bytes, serializable: bool) -> Result<Option<Bytes>, String> {
+    /// Reads a key; the error is [`Outcome::Failed`] or [`Outcome::Rejected`].
+    async fn get(&self, key: Bytes, serializable: bool) -> Result<Option<Bytes>, Outcome> {
         match self {
             Conn::Ringkv(c) => {
                 let consistency = if serializable {
@@ -242,12 +259,15 @@ impl Conn {
                 c.get(key, consistency)
                     .await
                     .map(|v| v.map(|v| v.value))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| match e {
+                        Error::Overloaded { .. } => Outcome::Rejected(e.to_string()),
+                        e => Outcome::Failed(e.to_string()),
+                    })
             }
             Conn::Etcd(e) => e
                 .get(key, serializable)
                 .await
-                .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+                .map_err(|s| Outcome::Failed(format!("{:?}: {}", s.code(), s.message()))),
         }
     }
 
@@ -270,6 +290,7 @@ fn ringkv_outcome(r: Result<(), Error>) -> Outcome {
     match r {
         Ok(()) => Outcome::Ok,
         Err(e @ Error::OutcomeUnknown(_)) => Outcome::Unknown(e.to_string()),
+        Err(e @ Error::Overloaded { .. }) => Outcome::Rejected(e.to_string()),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }
@@ -326,12 +347,21 @@ struct Report {
     seed: u64,
     consistency: &'static str,
     elapsed_secs: f64,
+    /// `--deadline-ms`, when given.
+    deadline_ms: Option<u64>,
     ok: u64,
     failed_definite: u64,
     outcome_unknown: u64,
     errors: u64,
     throughput_ops_s: f64,
     throughput_ops_per_sec: f64,
+    /// Requests acknowledged within the deadline per second of the recording window (without
+    /// a deadline: every acknowledged request, so it equals `throughput_ops_s`).
+    goodput_ops_s: f64,
+    /// Requests refused as overloaded (definite: nothing written); part of `failed_definite`.
+    rejected: u64,
+    /// Requests neither acknowledged within the deadline nor refused (0 without a deadline).
+    missed: u64,
     latency_ms: LatencyMs,
     latency_ok: Latency,
     verified_keys: Option<u64>,
@@ -342,9 +372,73 @@ struct Report {
 /// Per-task tallies, merged at the end.
 struct Tally {
     ok: Histogram<u64>,
+    /// Acknowledged within the deadline (every acknowledged request without one).
+    good: u64,
     definite: u64,
+    rejected: u64,
     unknown: u64,
+    missed: u64,
     first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, String> {
+        Ok(Tally {
+            ok: histogram()?,
+            good: 0,
+            definite: 0,
+            rejected: 0,
+            unknown: 0,
+            missed: 0,
+            first_error: None,
+        })
+    }
+
+    /// Records a request that ended `us` microseconds after its intended start, under a
+    /// deadline of `deadline_us` if the run has one.
+    fn record(&mut self, outcome: Outcome, us: u64, deadline_us: Option<u64>) {
+        let late = deadline_us.is_some_and(|d| us > d);
+        let error = match outcome {
+            Outcome::Ok => {
+                self.ok.saturating_record(us);
+                if late {
+                    self.missed += 1;
+                } else {
+                    self.good += 1;
+                }
+                return;
+            }
+            Outcome::Rejected(e) => {
+                self.definite += 1;
+                self.rejected += 1;
+                e
+            }
+            Outcome::Failed(e) => {
+                self.definite += 1;
+                self.missed += u64::from(deadline_us.is_some());
+                e
+            }
+            Outcome::Unknown(e) => {
+                self.unknown += 1;
+                self.missed += u64::from(deadline_us.is_some());
+                e
+            }
+        };
+        self.first_error.get_or_insert(error);
+    }
+
+    fn merge(&mut self, other: Tally) -> Result<(), String> {
+        self.ok.add(&other.ok).map_err(|e| e.to_string())?;
+        self.good += other.good;
+        self.definite += other.definite;
+        self.rejected += other.rejected;
+        self.unknown += other.unknown;
+        self.missed += other.missed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
 }
 
 fn histogram() -> Result<Histogram<u64>, String> {
@@ -376,22 +470,24 @@ pub async fn run(client: &Client, args: BenchArgs) -> ExitCode {
 
 fn connections(client: &Client, args: &BenchArgs) -> Result<Vec<Conn>, String> {
     let opts = client.options();
+    let deadline = args.deadline_ms.map(Duration::from_millis);
     (0..args.conns as usize)
         .map(|i| match args.target {
             BenchTarget::Ringkv => {
-                if i == 0 {
+                if i == 0 && deadline.is_none() {
                     return Ok(Conn::Ringkv(client.clone()));
                 }
                 let mut o = ClientOptions::new(opts.endpoints.clone());
                 o.cluster_id = opts.cluster_id.clone();
-                o.request_timeout = opts.request_timeout;
-                o.attempt_timeout = opts.attempt_timeout;
+                o.request_timeout = deadline.unwrap_or(opts.request_timeout);
+                o.attempt_timeout =
+                    deadline.map_or(opts.attempt_timeout, |d| d.min(opts.attempt_timeout));
                 o.batch_requests = opts.batch_requests;
                 Client::new(o).map(Conn::Ringkv).map_err(|e| e.to_string())
             }
             BenchTarget::Etcd => {
                 let ep = &opts.endpoints[i % opts.endpoints.len()];
-                Etcd::connect_lazy(ep, opts.request_timeout).map(Conn::Etcd)
+                Etcd::connect_lazy(ep, deadline.unwrap_or(opts.request_timeout)).map(Conn::Etcd)
             }
         })
         .collect()
@@ -430,6 +526,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
     let interval = args
         .rate
         .map(|r| Duration::from_secs_f64(args.clients as f64 / r));
+    let deadline_us = args.deadline_ms.map(|d| d.saturating_mul(1000));
     let progress = progress_bar(args);
     let mut tasks = Vec::with_capacity(args.clients as usize);
     for c in 0..args.clients as u64 {
@@ -447,12 +544,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         // Spread the tasks' schedules over one interval.
         let offset = interval.map(|i| i.mul_f64(c as f64 / args.clients as f64));
         tasks.push(tokio::spawn(async move {
-            let mut tally = Tally {
-                ok: histogram()?,
-                definite: 0,
-                unknown: 0,
-                first_error: None,
-            };
+            let mut tally = Tally::new()?;
             let mut intended = begun + offset.unwrap_or_default();
             loop {
                 if interval.is_some() {
@@ -480,7 +572,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                         let ser = serializable || op == BenchOp::GetSerializable;
                         match conn.get(key, ser).await {
                             Ok(_) => Outcome::Ok,
-                            Err(e) => Outcome::Failed(e),
+                            Err(e) => e,
                         }
                     }
                     BenchOp::Cas => conn.cas(key, value.clone()).await,
@@ -488,7 +580,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                         if mix.random_bool(read_ratio) {
                             match conn.get(key, serializable).await {
                                 Ok(_) => Outcome::Ok,
-                                Err(e) => Outcome::Failed(e),
+                                Err(e) => e,
                             }
                         } else {
                             conn.put(key, value.clone()).await
@@ -499,22 +591,10 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                     continue;
                 }
                 let us = (start.elapsed().as_micros() as u64).max(1);
-                match outcome {
-                    Outcome::Ok => {
-                        tally.ok.saturating_record(us);
-                        if op == BenchOp::Put {
-                            written.set(n);
-                        }
-                    }
-                    Outcome::Failed(e) => {
-                        tally.definite += 1;
-                        tally.first_error.get_or_insert(e);
-                    }
-                    Outcome::Unknown(e) => {
-                        tally.unknown += 1;
-                        tally.first_error.get_or_insert(e);
-                    }
+                if matches!(outcome, Outcome::Ok) && op == BenchOp::Put {
+                    written.set(n);
                 }
+                tally.record(outcome, us, deadline_us);
             }
             Ok::<Tally, String>(tally)
         }));
@@ -528,17 +608,11 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
             }
         })
     });
-    let mut all = histogram()?;
-    let (mut definite, mut unknown, mut first_error) = (0, 0, None);
+    let mut total = Tally::new()?;
     for t in tasks {
-        let tally = t.await.map_err(|e| format!("client task: {e}"))??;
-        all.add(&tally.ok).map_err(|e| e.to_string())?;
-        definite += tally.definite;
-        unknown += tally.unknown;
-        if first_error.is_none() {
-            first_error = tally.first_error;
-        }
+        total.merge(t.await.map_err(|e| format!("client task: {e}"))??)?;
     }
+    let all = &total.ok;
     let elapsed = recording_from.elapsed().as_secs_f64();
     if let Some(t) = ticker {
         t.abort();
@@ -553,7 +627,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         (None, None)
     };
     let throughput = all.len() as f64 / elapsed.max(1e-9);
-    let l = Latency::of(&all);
+    let l = Latency::of(all);
     Ok(Report {
         target: args.target,
         op: args.op,
@@ -571,12 +645,16 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
             "linearizable"
         },
         elapsed_secs: elapsed,
+        deadline_ms: args.deadline_ms,
         ok: all.len(),
-        failed_definite: definite,
-        outcome_unknown: unknown,
-        errors: definite + unknown,
+        failed_definite: total.definite,
+        outcome_unknown: total.unknown,
+        errors: total.definite + total.unknown,
         throughput_ops_s: throughput,
         throughput_ops_per_sec: throughput,
+        goodput_ops_s: total.good as f64 / elapsed.max(1e-9),
+        rejected: total.rejected,
+        missed: total.missed,
         latency_ms: LatencyMs {
             p50: ms(l.p50_us),
             p90: ms(l.p90_us),
@@ -587,7 +665,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         latency_ok: l,
         verified_keys,
         lost_keys,
-        first_error,
+        first_error: total.first_error,
     })
 }
 
@@ -700,7 +778,7 @@ async fn preload(conns: &[Conn], args: &BenchArgs, value: &Bytes) -> Result<(), 
                 }
                 match conn.put(key_of(n), value.clone()).await {
                     Outcome::Ok => {}
-                    Outcome::Failed(e) | Outcome::Unknown(e) => {
+                    Outcome::Failed(e) | Outcome::Rejected(e) | Outcome::Unknown(e) => {
                         return Err(format!("preloading bench:{n}: {e}"));
                     }
                 }
@@ -745,6 +823,15 @@ fn print(r: &Report, json: bool) {
         r.ok, r.failed_definite, r.outcome_unknown, r.elapsed_secs, r.throughput_ops_s
     );
     println!(
+        "goodput {:.0} ops/s{}  rejected={} (overloaded, nothing written)  missed={}",
+        r.goodput_ops_s,
+        r.deadline_ms
+            .map(|d| format!(" (acknowledged within {d} ms)"))
+            .unwrap_or_default(),
+        r.rejected,
+        r.missed
+    );
+    println!(
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
         ms(l.p50_us),
         ms(l.p90_us),
@@ -764,6 +851,70 @@ fn print(r: &Report, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tally_of(outcomes: Vec<(Outcome, u64)>, deadline_us: Option<u64>) -> Tally {
+        let mut t = Tally::new().expect("tally");
+        for (o, us) in outcomes {
+            t.record(o, us, deadline_us);
+        }
+        t
+    }
+
+    fn mixed() -> Vec<(Outcome, u64)> {
+        vec![
+            (Outcome::Ok, 100),
+            (Outcome::Ok, 500_000),
+            (Outcome::Ok, 500_001),
+            (Outcome::Rejected("overloaded".into()), 50_000),
+            (Outcome::Failed("no leader".into()), 10),
+            (Outcome::Unknown("timeout".into()), 600_000),
+        ]
+    }
+
+    #[test]
+    fn with_a_deadline_each_request_is_good_rejected_or_missed() {
+        let t = tally_of(mixed(), Some(500_000));
+        assert_eq!(t.ok.len(), 3, "every acknowledgement has a latency");
+        // Exactly at the deadline is in time; a microsecond later is missed.
+        assert_eq!(t.good, 2);
+        assert_eq!(t.rejected, 1);
+        assert_eq!(
+            t.missed, 3,
+            "the late ack, the failure and the unknown outcome"
+        );
+        assert_eq!(t.good + t.rejected + t.missed, 6);
+        assert_eq!(
+            (t.definite, t.unknown),
+            (2, 1),
+            "rejected is part of definite"
+        );
+        assert_eq!(t.first_error.as_deref(), Some("overloaded"));
+    }
+
+    #[test]
+    fn without_a_deadline_goodput_is_every_acknowledgement_and_nothing_is_missed() {
+        let t = tally_of(mixed(), None);
+        assert_eq!(t.good, 3);
+        assert_eq!(t.missed, 0);
+        assert_eq!(t.rejected, 1);
+    }
+
+    #[test]
+    fn tallies_merge_field_by_field() {
+        let mut a = tally_of(mixed(), Some(500_000));
+        a.merge(tally_of(mixed(), Some(500_000))).expect("merge");
+        assert_eq!(
+            (
+                a.ok.len(),
+                a.good,
+                a.rejected,
+                a.missed,
+                a.definite,
+                a.unknown
+            ),
+            (6, 4, 2, 6, 4, 2)
+        );
+    }
 
     #[test]
     fn key_distributions_parse_and_stay_in_range() {

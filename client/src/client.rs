@@ -1,5 +1,11 @@
 //! The RingKV client: routing and bounded retries. What each failed attempt means for the
-//! request (definite, unknown, redirect, invalid) is decided in `outcome.rs`.
+//! request (definite, unknown, redirect, overloaded, invalid) is decided in `outcome.rs`.
+//!
+//! Every attempt carries its time budget as `grpc-timeout`, so a server does not queue work
+//! this client will have given up on. An overload refusal is retried at the same node no
+//! sooner than the server's retry-after hint (or the current backoff, if longer), with jitter,
+//! and not at all when that wait would pass the request's deadline: overload is never retried
+//! in a tight loop.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -147,9 +153,18 @@ pub struct Client {
 pub(crate) struct Conn {
     kv: KvClient<Channel>,
     batcher: Option<Arc<Batcher>>,
+    /// The attempt's time budget, sent as `grpc-timeout` with unary RPCs.
+    budget: Duration,
 }
 
 impl Conn {
+    /// `req` as a unary request carrying the attempt's budget as its deadline.
+    fn request<T>(&self, req: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(req);
+        r.set_timeout(self.budget);
+        r
+    }
+
     /// Sends the item `make` builds in a batch; `None` when the request should go as a unary
     /// RPC instead (no batching, a node without the `Batch` RPC, or no other request in
     /// flight through its queue). The guard counts the request in flight until the caller
@@ -183,7 +198,7 @@ impl Conn {
                 batch_result::Result::Get(v) => Some(v),
                 _ => None,
             }),
-            None => self.kv.clone().get(req).await,
+            None => self.kv.clone().get(self.request(req)).await,
         }
     }
 
@@ -194,7 +209,7 @@ impl Conn {
                 batch_result::Result::Put(v) => Some(v),
                 _ => None,
             }),
-            None => self.kv.clone().put(req).await,
+            None => self.kv.clone().put(self.request(req)).await,
         }
     }
 
@@ -205,7 +220,7 @@ impl Conn {
                 batch_result::Result::Delete(v) => Some(v),
                 _ => None,
             }),
-            None => self.kv.clone().delete(req).await,
+            None => self.kv.clone().delete(self.request(req)).await,
         }
     }
 
@@ -221,7 +236,7 @@ impl Conn {
                 batch_result::Result::CompareAndSwap(v) => Some(v),
                 _ => None,
             }),
-            None => self.kv.clone().compare_and_swap(req).await,
+            None => self.kv.clone().compare_and_swap(self.request(req)).await,
         }
     }
 }
@@ -312,7 +327,7 @@ impl Client {
     /// its batching queue when batching is on. A queue holds one shard's requests only, so a
     /// batch never mixes shards: a batch is answered when its slowest item is, and a shard
     /// stalled by a leader change then holds back only its own requests.
-    fn conn(&self, addr: &str, shard: Option<u32>) -> Result<Conn, Error> {
+    fn conn(&self, addr: &str, shard: Option<u32>, budget: Duration) -> Result<Conn, Error> {
         let kv = self.kv(addr)?;
         let batcher = if self.inner.opts.batch_requests {
             let mut map = self
@@ -328,7 +343,11 @@ impl Client {
         } else {
             None
         };
-        Ok(Conn { kv, batcher })
+        Ok(Conn {
+            kv,
+            batcher,
+            budget,
+        })
     }
 
     /// The next endpoint in turn, passing over suspects unless every endpoint is one.
@@ -442,6 +461,9 @@ impl Client {
         let deadline = Instant::now() + opts.request_timeout;
         let mut unknown: Option<String> = None;
         let mut last = String::from("no attempt made");
+        // The last attempt's overload refusal (its retry-after hint), while it is the latest
+        // failure.
+        let mut overloaded: Option<Option<Duration>> = None;
         let mut backoff = Duration::from_millis(20);
         let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
         // Nodes this request has already been sent to (for spotting redirect loops).
@@ -460,7 +482,7 @@ impl Client {
             }
             let budget = opts.attempt_timeout.min(deadline - now);
             tried.insert(target.clone());
-            let client = self.conn(&target, shard)?;
+            let client = self.conn(&target, shard, budget)?;
             // Whether the node itself failed (no answer, a transport error, or shutting down),
             // as opposed to answering with a RingKV error such as "no leader yet".
             let mut node_failed = true;
@@ -491,7 +513,29 @@ impl Client {
                     }
                 }
             };
+            overloaded = None;
             match failure {
+                Failure::Overloaded {
+                    retry_after,
+                    message,
+                } => {
+                    // The node is the right one, only busy: back to it after the hint.
+                    let pause = jittered(retry_after.unwrap_or_default().max(backoff));
+                    backoff = (backoff * 2).min(Duration::from_millis(1000));
+                    if Instant::now() + pause >= deadline {
+                        return Err(match unknown {
+                            Some(u) => Error::OutcomeUnknown(format!("{u}; then: {message}")),
+                            None => Error::Overloaded {
+                                retry_after,
+                                message,
+                            },
+                        });
+                    }
+                    last = message;
+                    overloaded = Some(retry_after);
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
                 Failure::Invalid(m) => {
                     return Err(match unknown {
                         Some(u) => Error::OutcomeUnknown(format!("{u}; then: {m}")),
@@ -539,9 +583,13 @@ impl Client {
             tokio::time::sleep(pause).await;
             backoff = (backoff * 2).min(Duration::from_millis(1000));
         }
-        Err(match unknown {
-            Some(u) => Error::OutcomeUnknown(format!("{u} (last attempt: {last})")),
-            None => Error::Unavailable(last),
+        Err(match (unknown, overloaded) {
+            (Some(u), _) => Error::OutcomeUnknown(format!("{u} (last attempt: {last})")),
+            (None, Some(retry_after)) => Error::Overloaded {
+                retry_after,
+                message: last,
+            },
+            (None, None) => Error::Unavailable(last),
         })
     }
 
@@ -697,7 +745,7 @@ impl Client {
         };
         let r = self
             .call(None, false, |c| {
-                let req = req.clone();
+                let req = c.request(req.clone());
                 let mut kv = c.kv;
                 async move { kv.scan(req).await }
             })
@@ -741,6 +789,11 @@ impl Client {
     pub fn endpoints(&self) -> &[String] {
         &self.inner.opts.endpoints
     }
+}
+
+/// `pause` stretched by a random 0..50 %, so refused clients do not come back in step.
+fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(1.0 + rand::random_range(0.0..0.5))
 }
 
 #[cfg(test)]

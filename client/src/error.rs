@@ -1,8 +1,10 @@
 //! The client's error type. Each variant tells the caller what happened to a write:
-//! [`Error::Invalid`], [`Error::Unavailable`] and [`Error::DiskFull`] mean it certainly took no
-//! effect;
+//! [`Error::Invalid`], [`Error::Unavailable`], [`Error::Overloaded`] and [`Error::DiskFull`]
+//! mean it certainly took no effect;
 //! [`Error::OutcomeUnknown`] means it may or may not have (never retry it blindly with a new
 //! identity: read the key to find out).
+
+use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -12,6 +14,14 @@ pub enum Error {
     /// No node could serve the request in time; nothing was written. Retry later.
     #[error("cluster unavailable: {0}")]
     Unavailable(String),
+    /// The cluster refused the request as overloaded, before doing anything: nothing was
+    /// written. Retry no sooner than `retry_after` (the server's hint, when it gave one), with
+    /// jitter; the client already retried within its request timeout.
+    #[error("overloaded: {message}")]
+    Overloaded {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// The write may or may not have taken effect.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),

@@ -108,9 +108,10 @@ fn exit_for(e: &Error) -> ExitCode {
     eprintln!("ringkv: {e}");
     match e {
         Error::Invalid(_) => ExitCode::from(2),
-        Error::Unavailable(_) | Error::OutcomeUnknown(_) | Error::DiskFull { .. } => {
-            ExitCode::from(3)
-        }
+        Error::Unavailable(_)
+        | Error::Overloaded { .. }
+        | Error::OutcomeUnknown(_)
+        | Error::DiskFull { .. } => ExitCode::from(3),
     }
 }
 

@@ -12,8 +12,13 @@
 //!   without a RingKV kind is [`Failure::Unknown`]: the request may have reached a leader.
 //! - A read is never `Unknown`: it changes nothing, so a failed read can always be retried.
 //!
+//! An overload refusal ([`meta::KIND_OVERLOADED`]) is definite and carries the server's
+//! retry-after hint ([`meta::RETRY_AFTER_MS`]) when it sent a valid one.
+//!
 //! It does not decide what to do next (redirect, back off, give up): the retry loop in
 //! `client.rs` does, and an attempt that timed out without any answer is classified there.
+
+use std::time::Duration;
 
 use ringkv_proto::meta;
 use tonic::{Code, Status};
@@ -29,6 +34,12 @@ pub(crate) enum Failure {
     Unknown(String),
     /// Give up now.
     Invalid(String),
+    /// Certainly not executed: the node refused it as overloaded. Retry no sooner than
+    /// `retry_after` when the server gave one.
+    Overloaded {
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// Give up now: a node of the shard (named when the server said which) is out of disk
     /// space; nothing was written, and retrying helps only once space is freed.
     DiskFull { node: Option<u64>, message: String },
@@ -52,10 +63,18 @@ pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
             Some(addr) => Failure::Redirect(addr.to_string()),
             None => Failure::Definite(msg),
         },
-        meta::KIND_NO_LEADER
-        | meta::KIND_OVERLOADED
-        | meta::KIND_SHUTTING_DOWN
-        | meta::KIND_INTERNAL => Failure::Definite(msg),
+        meta::KIND_NO_LEADER | meta::KIND_SHUTTING_DOWN | meta::KIND_INTERNAL => {
+            Failure::Definite(msg)
+        }
+        meta::KIND_OVERLOADED => Failure::Overloaded {
+            retry_after: s
+                .metadata()
+                .get(meta::RETRY_AFTER_MS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis),
+            message: msg,
+        },
         meta::KIND_DISK_FULL => Failure::DiskFull {
             node: s
                 .metadata()
@@ -106,7 +125,6 @@ pub(crate) fn never_connected(s: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::time::Duration;
 
     use bytes::Bytes;
     use ringkv_proto::pb::PutRequest;
@@ -174,7 +192,6 @@ mod tests {
     fn kinds_that_were_not_applied_are_definite_even_for_writes() {
         for kind in [
             meta::KIND_NO_LEADER,
-            meta::KIND_OVERLOADED,
             meta::KIND_SHUTTING_DOWN,
             meta::KIND_INTERNAL,
         ] {
@@ -183,6 +200,28 @@ mod tests {
                 let s = status(code, Some(kind), None);
                 assert_eq!(both(&s), [definite(), definite()], "{kind} with {code:?}");
             }
+        }
+    }
+
+    #[test]
+    fn kind_overloaded_is_definite_and_carries_the_retry_after_hint() {
+        let overloaded = |retry_after| Failure::Overloaded {
+            retry_after,
+            message: "the message".into(),
+        };
+        for code in [Code::ResourceExhausted, Code::Unavailable, Code::Internal] {
+            let mut s = status(code, Some(meta::KIND_OVERLOADED), None);
+            assert_eq!(both(&s), [0, 1].map(|_| overloaded(None)), "{code:?}");
+            s.metadata_mut()
+                .insert(meta::RETRY_AFTER_MS, MetadataValue::from_static("75"));
+            assert_eq!(
+                both(&s),
+                [0, 1].map(|_| overloaded(Some(Duration::from_millis(75))))
+            );
+            // A hint that is not a number is no hint; the refusal stays definite.
+            s.metadata_mut()
+                .insert(meta::RETRY_AFTER_MS, MetadataValue::from_static("soon"));
+            assert_eq!(classify(&s, true), overloaded(None));
         }
     }
 
