@@ -197,11 +197,10 @@ pub async fn run(
     }
     wal.observe(metrics.flush_observers());
     let admission = Admission::new(
-        AdmissionSettings {
-            ceiling: cfg.inflight_requests_max,
-            queue_time_max: Duration::from_millis(cfg.queue_time_max_ms),
-            queue_max: cfg.inflight_requests_max,
-        },
+        AdmissionSettings::new(
+            cfg.inflight_requests_max,
+            Duration::from_millis(cfg.queue_time_max_ms),
+        ),
         Some(metrics.admission_observers()),
     );
     let shutting_down = Arc::new(AtomicBool::new(false));

@@ -43,6 +43,8 @@ use tonic::metadata::MetadataMap;
 pub const LIMIT_INITIAL: usize = 128;
 /// The limit never shrinks below this (or the ceiling, if lower).
 pub const LIMIT_FLOOR: usize = 8;
+/// The wait queue holds at least this many requests (else as many as the ceiling).
+pub const QUEUE_MAX_MIN: usize = 1024;
 /// Completions per adjustment window at least (a window is otherwise one limit's worth).
 const WINDOW_COMPLETIONS_MIN: usize = 16;
 /// Service time counts as "near the lowest seen" up to this factor of it ...
@@ -152,6 +154,19 @@ pub struct Settings {
     pub queue_time_max: Duration,
     /// Requests waiting at most.
     pub queue_max: usize,
+}
+
+impl Settings {
+    /// The settings for `--inflight-requests-max` and `--queue-time-max-ms`: the wait queue
+    /// holds as many requests as may be in flight, and at least [`QUEUE_MAX_MIN`] (the queue
+    /// time, not its length, is what bounds waiting).
+    pub fn new(ceiling: usize, queue_time_max: Duration) -> Settings {
+        Settings {
+            ceiling,
+            queue_time_max,
+            queue_max: ceiling.max(QUEUE_MAX_MIN),
+        }
+    }
 }
 
 /// Metric handles the admission records into (registered by `crate::metrics`).
