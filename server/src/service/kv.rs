@@ -5,6 +5,11 @@
 //! ReadIndex barrier (`ensure_linearizable`) and then read the local state machine;
 //! serializable reads read the local replica directly. A forwarded request carries
 //! `forwarded = true` and is never forwarded again. Every wait is bounded by a deadline.
+//!
+//! Every request first waits (bounded) for an admission permit of its class
+//! ([`crate::service::admission`]), its caller's `grpc-timeout` bounding the wait; a refusal is
+//! a definite overload. A write whose caller's deadline passed meanwhile is neither proposed
+//! nor forwarded.
 
 use std::future::Future;
 use std::sync::Arc;
