@@ -323,3 +323,66 @@ mod tests {
         assert!(parse_peers("").is_err());
     }
 }
+
+#[cfg(test)]
+mod queue_time_tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    const BASE: [&str; 7] = [
+        "ringkv-server",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:7001",
+        "--peers",
+        "1=127.0.0.1:7001",
+    ];
+
+    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv: Vec<&str> = BASE.to_vec();
+        argv.extend(["--data-dir", "/tmp/unused"]);
+        argv.extend(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| bad("argv", e.to_string()))?;
+        cli.node.validate()
+    }
+
+    #[test]
+    fn queue_time_max_ms_defaults_to_50_and_is_bounded() {
+        assert_eq!(parse(&[]).map(|c| c.queue_time_max_ms).ok(), Some(50));
+        assert_eq!(
+            parse(&["--queue-time-max-ms", "0"])
+                .map(|c| c.queue_time_max_ms)
+                .ok(),
+            Some(0)
+        );
+        let over = (QUEUE_TIME_MAX_MS_CEILING + 1).to_string();
+        let e = parse(&["--queue-time-max-ms", &over])
+            .err()
+            .map(|e| e.field);
+        assert_eq!(e.as_deref(), Some("queue_time_max_ms"));
+    }
+
+    #[test]
+    fn queue_time_max_ms_comes_from_a_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "queue_time_max_ms = 20\n").expect("write");
+        let mut argv: Vec<std::ffi::OsString> = BASE.iter().map(Into::into).collect();
+        argv.extend(["--data-dir".into(), "/tmp/unused".into()]);
+        argv.extend(["--config".into(), file.clone().into_os_string()]);
+        let expanded = crate::config_file::expand(&Cli::command(), argv).expect("expand");
+        let cli = Cli::try_parse_from(expanded).expect("parse");
+        assert_eq!(
+            cli.node.validate().map(|c| c.queue_time_max_ms).ok(),
+            Some(20)
+        );
+    }
+}
