@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use ringkv_server::config::NodeArgs;
 use ringkv_server::dev::{self, DevArgs};
+use ringkv_server::log_limit::RepeatLimitLayer;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: under write load glibc's allocator (free-list
@@ -34,20 +35,29 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
             "info,openraft=warn,openraft::core::heartbeat=error,sled=warn,h2=warn,tower=warn",
         )
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Repeated warnings are limited per callsite (see `log_limit`), before any output layer.
+    let limit = RepeatLimitLayer::default();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(limit.clone());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
+    }
+    if let Err(e) = limit.spawn_summaries() {
+        tracing::warn!(error = %e, "cannot start the thread that summarizes repeated warnings");
     }
 }
 

@@ -178,6 +178,7 @@ pub async fn run(
         self_id: cfg.id,
         pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
         message_bytes_max: MESSAGE_BYTES_MAX,
+        peers: Default::default(),
     });
     let shards = open_shards(&cfg, &db, &flush, &wal, &ctx).await?;
     // Every directory the first start created (db/, wal/, snap/<shard>/) must survive a power

@@ -29,6 +29,7 @@ use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream;
 use crate::network::errors::{TransportError, map_status, network, unreachable};
+use crate::network::peer_health::PeerHealth;
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::snapshot::SnapshotFile;
 use crate::typ::{Node, NodeId, Snapshot, TypeConfig, Vote};
@@ -46,6 +47,8 @@ pub struct NetContext {
     pub self_id: NodeId,
     pub pool: ChannelPool,
     pub message_bytes_max: usize,
+    /// Which peers answer (paces calls to a peer that is down, and logs its outages).
+    pub peers: PeerHealth,
 }
 
 /// Builds clients for one shard.
@@ -113,7 +116,20 @@ impl PeerClient {
             .max_encoding_message_size(self.ctx.message_bytes_max))
     }
 
+    /// One call, paced and recorded by the node's [`PeerHealth`].
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        self.ctx.peers.pace(self.target, timeout).await;
+        let r = self.call_once(method, req, timeout).await;
+        self.ctx.peers.record(self.target, &self.addr, &r);
+        r
+    }
+
+    async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         method: Method,
         req: &Req,
@@ -147,6 +163,49 @@ impl PeerClient {
             Reply::Ok(r) => Ok(r),
             Reply::Err(e) => Err(unreachable(TransportError::RemoteRaft(e))),
         }
+    }
+
+    /// Opens an append stream to the target; resolves once it answered the stream's head.
+    async fn open_append_stream<S>(
+        &mut self,
+        input: S,
+        ttl: Duration,
+    ) -> Result<append_stream::ResultStream<'static>, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let client = self.client()?;
+        let (cluster_id, shard_id, from, to, to_incarnation) = (
+            self.ctx.cluster_id.clone(),
+            self.shard,
+            self.ctx.self_id,
+            self.target,
+            self.target_incarnation,
+        );
+        let envelope = move |payload: bytes::Bytes| RaftRequest {
+            cluster_id: cluster_id.clone(),
+            shard_id,
+            from,
+            to,
+            payload,
+            to_incarnation,
+        };
+        let (outbound, tracker) = append_stream::outbound(input, envelope);
+        let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(s)) => {
+                if s.code() == Code::Unimplemented {
+                    tracing::info!(
+                        target_node = to,
+                        "peer has no AppendStream; replicating with unary appends"
+                    );
+                    self.stream_unsupported = true;
+                }
+                return Err(map_status(s));
+            }
+            Err(e) => return Err(network(e)),
+        };
+        Ok(append_stream::replies(inbound, tracker, ttl))
     }
 }
 
@@ -188,39 +247,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
-            let client = self.client()?;
-            let (cluster_id, shard_id, from, to, to_incarnation) = (
-                self.ctx.cluster_id.clone(),
-                self.shard,
-                self.ctx.self_id,
-                self.target,
-                self.target_incarnation,
-            );
-            let envelope = move |payload: bytes::Bytes| RaftRequest {
-                cluster_id: cluster_id.clone(),
-                shard_id,
-                from,
-                to,
-                payload,
-                to_incarnation,
-            };
-            let (outbound, tracker) = append_stream::outbound(input, envelope);
             let ttl = option.hard_ttl();
-            let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(s)) => {
-                    if s.code() == Code::Unimplemented {
-                        tracing::info!(
-                            target_node = to,
-                            "peer has no AppendStream; replicating with unary appends"
-                        );
-                        self.stream_unsupported = true;
-                    }
-                    return Err(map_status(s));
-                }
-                Err(e) => return Err(network(e)),
-            };
-            Ok(append_stream::replies(inbound, tracker, ttl))
+            self.ctx.peers.pace(self.target, ttl).await;
+            let opened = self.open_append_stream(input, ttl).await;
+            self.ctx.peers.record(self.target, &self.addr, &opened);
+            opened
         })
     }
 
