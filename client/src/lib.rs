@@ -18,6 +18,7 @@ mod client;
 mod error;
 mod outcome;
 
+pub use admin::MemberChange;
 pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };
