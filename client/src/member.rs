@@ -163,7 +163,7 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
         );
         return ExitCode::from(3);
     };
-    let mut nodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut nodes: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut rows = Vec::new();
     for shard in 0..shards {
         let Some((from, s)) = authoritative(&answers, shard) else {
@@ -173,12 +173,16 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
     }
     for a in &answers {
         for n in &a.nodes {
-            nodes.entry(n.id).or_insert_with(|| n.addr.clone());
+            nodes
+                .entry(n.id)
+                .or_insert_with(|| (n.addr.clone(), n.peer_addr.clone()));
         }
     }
     if as_json {
         let out = json!({
-            "nodes": nodes.iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|(id, (addr, peer_addr))| {
+                json!({"id": id, "addr": addr, "peer_addr": peer_addr})
+            }).collect::<Vec<_>>(),
             "shards": rows.iter().map(|(shard, from, s)| json!({
                 "shard": shard,
                 "leader": s.leader,
@@ -191,8 +195,12 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
         println!("{out}");
         return ExitCode::SUCCESS;
     }
-    for (id, addr) in &nodes {
-        println!("node {id}\t{addr}");
+    for (id, (addr, peer_addr)) in &nodes {
+        if peer_addr.is_empty() {
+            println!("node {id}\t{addr}");
+        } else {
+            println!("node {id}\t{addr}\tpeer {peer_addr}");
+        }
     }
     println!(
         "{:<6} {:<7} {:<6} {:<16} LEARNERS",

@@ -548,3 +548,51 @@ async fn hand_off_leadership(self_id: u64, shards: &Shards) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(heartbeat_interval_ms: u64, election_timeout_ms: u64) -> Config {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: crate::config::NodeArgs,
+        }
+        let (hb, et) = (
+            heartbeat_interval_ms.to_string(),
+            election_timeout_ms.to_string(),
+        );
+        let argv = [
+            "x",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peers",
+            "1=127.0.0.1:7001",
+            "--data-dir",
+            "/d",
+            "--heartbeat-interval-ms",
+            &hb,
+            "--election-timeout-ms",
+            &et,
+        ];
+        Cli::parse_from(argv).node.validate().expect("valid")
+    }
+
+    /// An append may take half an election timeout, not just one heartbeat interval.
+    #[test]
+    fn the_append_deadline_is_half_the_election_timeout() {
+        assert_eq!(
+            append_timeout(&config(150, 1000)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            append_timeout(&config(100, 300)),
+            Duration::from_millis(150)
+        );
+        assert!(append_timeout(&config(150, 1000)) > Duration::from_millis(150));
+    }
+}

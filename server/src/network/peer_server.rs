@@ -15,7 +15,8 @@
 //!   (HTTP/2 refuses more), messages up to the caller's `message_bytes_max` each way, and an
 //!   HTTP/2 keepalive that closes a connection whose peer stopped answering.
 //! - [`PeerServer::stop`] ends the server within a bounded time (open append streams end at
-//!   once through the shutdown token; what is still open after [`STOP_TIMEOUT`] is cut).
+//!   once through the shutdown token; what is still open after [`STOP_TIMEOUT`] is cut);
+//!   dropping it cuts at once.
 //!
 //! What it does not do: openraft's own tasks (each shard's core, replication and heartbeat
 //! workers, the log and state-machine workers) still run on the main runtime, where
@@ -174,10 +175,30 @@ impl PeerServer {
     }
 
     /// Cuts the server at once (fail-stop: nothing waits).
-    pub fn abort(mut self) {
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+/// A server dropped without [`PeerServer::stop`] (an error ended the node) stops serving at once:
+/// no Raft group here answers peers once the node is gone.
+impl Drop for PeerServer {
+    fn drop(&mut self) {
         self.cancel.cancel();
         if let Some(cut) = self.cut.take() {
             let _ = cut.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shard_can_hold_an_append_stream_from_a_peer_with_room_to_spare() {
+        for shards in [1, 8, 1024] {
+            assert!(streams_per_connection_max(shards) >= 2 * shards + 64);
         }
     }
 }
