@@ -22,6 +22,7 @@ mod error;
 mod outcome;
 mod retry;
 
+pub use admin::MemberChange;
 pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };

@@ -147,7 +147,10 @@ fn main() -> std::process::ExitCode {
                 let listener = tokio::net::TcpListener::bind(&cfg.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-                ringkv_server::node::run(cfg, listener, shutdown_signal())
+                let peer_listener = std::net::TcpListener::bind(&cfg.peer_listen).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_listen)
+                })?;
+                ringkv_server::node::run(cfg, listener, peer_listener, shutdown_signal())
                     .await
                     .map(|()| 0)
             }

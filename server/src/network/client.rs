@@ -49,6 +49,9 @@ pub struct NetContext {
     pub message_bytes_max: usize,
     /// Which peers answer (paces calls to a peer that is down, and logs its outages).
     pub peers: PeerHealth,
+    /// Deadline of an append, unary or on a stream (`node::append_timeout`: half the election
+    /// timeout), used where it is longer than the one openraft passes (its heartbeat interval).
+    pub append_timeout: Duration,
 }
 
 /// Builds clients for one shard.
@@ -75,6 +78,7 @@ pub struct PeerClient {
     ctx: Arc<NetContext>,
     shard: u32,
     target: NodeId,
+    /// The target's peer address ([`Node::peer_addr`]): Raft is not served on client ports.
     addr: String,
     /// The target's incarnation as this shard's membership records it (sent with votes).
     target_incarnation: u64,
@@ -98,11 +102,19 @@ impl PeerClient {
             ctx: f.ctx.clone(),
             shard: f.shard,
             target,
-            addr: node.addr.clone(),
+            addr: node.peer_addr(),
             target_incarnation: node.incarnation,
             purpose,
             stream_unsupported: false,
         }
+    }
+
+    /// The deadline of an append: openraft's, or [`NetContext::append_timeout`] if longer. A
+    /// heartbeat is still bounded by openraft's own timeout around it (the heartbeat
+    /// interval; the next heartbeat carries the same facts); appends on a replication stream
+    /// are not, so a busy follower's late reply no longer breaks the stream.
+    fn append_ttl(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().max(self.ctx.append_timeout)
     }
 
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
@@ -225,7 +237,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Append, &rpc, option.hard_ttl()).await
+        self.call(Method::Append, &rpc, self.append_ttl(&option))
+            .await
     }
 
     fn stream_append<'s, S>(
@@ -247,7 +260,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
-            let ttl = option.hard_ttl();
+            let ttl = self.append_ttl(&option);
             self.ctx.peers.pace(self.target, ttl).await;
             let opened = self.open_append_stream(input, ttl).await;
             self.ctx.peers.record(self.target, &self.addr, &opened);
