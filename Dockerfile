@@ -10,5 +10,6 @@ COPY --from=build /src/target/release/ringkv-server /src/target/release/ringkv /
 USER ringkv
 WORKDIR /var/lib/ringkv
 VOLUME ["/var/lib/ringkv"]
-EXPOSE 7001 8001
+# Clients, peers (Raft), admin HTTP.
+EXPOSE 7001 7101 8001
 ENTRYPOINT ["/usr/local/bin/ringkv-server"]

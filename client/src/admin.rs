@@ -24,6 +24,16 @@ const ADMIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(150);
 /// A backup stream that delivers nothing for this long is abandoned.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A membership change of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Add the node at client address `addr` (`HOST:PORT`); `peer_addr` is where it serves
+    /// Raft (its `--peer-listen`), empty for the default (`addr`'s port + 1000).
+    Add { addr: String, peer_addr: String },
+    /// Remove the node; its id is retired.
+    Remove,
+}
+
 impl Client {
     fn cluster_client(&self, addr: &str) -> Result<ClusterClient<Channel>, Error> {
         Ok(ClusterClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
@@ -72,24 +82,29 @@ impl Client {
         Err(Error::Unavailable(last))
     }
 
-    /// One membership step on `shard`: adds `node_id` at `addr` when given, else removes it.
-    /// Call again until the answer says `done`.
+    /// One membership step on `shard`: adds or removes `node_id` as `change` says. Call again
+    /// until the answer says `done`.
     pub async fn member_step(
         &self,
         shard: u32,
         node_id: u64,
-        addr: Option<&str>,
+        change: &MemberChange,
     ) -> Result<MemberChangeResponse, Error> {
+        let (addr, peer_addr, add) = match change {
+            MemberChange::Add { addr, peer_addr } => (addr.clone(), peer_addr.clone(), true),
+            MemberChange::Remove => (String::new(), String::new(), false),
+        };
         let req = MemberChangeRequest {
             cluster_id: self.options().cluster_id.clone(),
             shard,
             node_id,
-            addr: addr.unwrap_or_default().to_string(),
+            addr,
+            peer_addr,
         };
         self.on_leader(|mut c| {
             let req = req.clone();
             async move {
-                if addr.is_some() {
+                if add {
                     c.add_member(req).await
                 } else {
                     c.remove_member(req).await

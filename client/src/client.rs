@@ -30,6 +30,7 @@ use tonic::{Code, Response, Status};
 use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
 use crate::outcome::{Failure, classify};
+use crate::retry::{RetryBudget, full_jitter};
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -40,7 +41,10 @@ pub struct ClientOptions {
     pub cluster_id: String,
     /// The whole request, retries included, must finish within this.
     pub request_timeout: Duration,
-    /// One attempt must finish within this.
+    /// One attempt at a point request must finish within this; then it is retried on another
+    /// node (a write under the same sequence, so it still applies at most once). About twice
+    /// the servers' default election timeout, so a frozen node holds a request that long at
+    /// most, not for as long as it is frozen. Scans get at least 12 s.
     pub attempt_timeout: Duration,
     /// Attempts per request at most.
     pub max_attempts: u32,
@@ -56,7 +60,7 @@ impl ClientOptions {
             endpoints,
             cluster_id: String::new(),
             request_timeout: Duration::from_secs(15),
-            attempt_timeout: Duration::from_secs(12),
+            attempt_timeout: Duration::from_secs(2),
             max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
             batch_requests: true,
@@ -133,14 +137,31 @@ struct Inner {
     in_flight: Mutex<BTreeSet<u64>>,
     routing: RwLock<Routing>,
     next_endpoint: AtomicUsize,
-    /// Nodes that just failed an attempt, and until when other nodes are preferred.
-    suspects: Mutex<HashMap<String, Instant>>,
+    /// Nodes that just failed an attempt: until when other nodes are preferred, and how many
+    /// attempts in a row failed there.
+    suspects: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Whether `suspects` may be non-empty (spares every answered request the lock).
+    any_suspects: std::sync::atomic::AtomicBool,
     /// Attempts beyond each request's first (redirects included).
     retries: AtomicU64,
+    /// Retries left to this client (see `retry.rs`).
+    budget: RetryBudget,
 }
 
-/// How long a node that failed an attempt is passed over while others are available.
+/// The least time one attempt at a scan may take.
+const SCAN_ATTEMPT_TIMEOUT_MIN: Duration = Duration::from_secs(12);
+
+/// How long a node that failed an attempt is passed over while others are available; each
+/// further failure in a row doubles it, up to [`SUSPECT_FOR_MAX`]; an answer clears it.
 const SUSPECT_FOR: Duration = Duration::from_millis(2_000);
+const SUSPECT_FOR_MAX: Duration = Duration::from_millis(16_000);
+
+/// How long `addr` is passed over after its `strikes`-th failure in a row.
+fn suspect_for(strikes: u32) -> Duration {
+    SUSPECT_FOR
+        .saturating_mul(1u32 << strikes.saturating_sub(1).min(8))
+        .min(SUSPECT_FOR_MAX)
+}
 
 /// A RingKV client. Cheap to clone; clones share connections and the write identity.
 #[derive(Clone)]
@@ -285,7 +306,9 @@ impl Client {
                 routing: RwLock::new(Routing::default()),
                 next_endpoint: AtomicUsize::new(0),
                 suspects: Mutex::new(HashMap::new()),
+                any_suspects: std::sync::atomic::AtomicBool::new(false),
                 retries: AtomicU64::new(0),
+                budget: RetryBudget::default(),
             }),
         })
     }
@@ -365,10 +388,29 @@ impl Client {
         first.unwrap_or_else(|| eps[0].clone())
     }
 
-    /// Marks `addr` as just failed: other nodes are preferred for a short while.
+    /// Marks `addr` as just failed: other nodes are preferred for a while, longer each time
+    /// it fails again before answering.
     fn suspect(&self, addr: &str) {
         if let Ok(mut s) = self.inner.suspects.lock() {
-            s.insert(addr.to_string(), Instant::now() + SUSPECT_FOR);
+            let strikes = s.get(addr).map_or(0, |(_, n)| *n) + 1;
+            s.insert(
+                addr.to_string(),
+                (Instant::now() + suspect_for(strikes), strikes),
+            );
+            self.inner.any_suspects.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// `addr` answered: it is no longer suspect.
+    fn clear_suspect(&self, addr: &str) {
+        if !self.inner.any_suspects.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut s) = self.inner.suspects.lock() {
+            s.remove(addr);
+            if s.is_empty() {
+                self.inner.any_suspects.store(false, Ordering::Relaxed);
+            }
         }
     }
 
@@ -377,7 +419,7 @@ impl Client {
             .suspects
             .lock()
             .ok()
-            .and_then(|s| s.get(addr).copied())
+            .and_then(|s| s.get(addr).map(|(until, _)| *until))
             .is_some_and(|until| Instant::now() < until)
     }
 
@@ -453,11 +495,29 @@ impl Client {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.call_within(key, is_write, self.inner.opts.attempt_timeout, f)
+            .await
+    }
+
+    /// [`Client::call`] with each attempt bounded by `attempt_timeout` instead of the
+    /// client's.
+    async fn call_within<T, F, Fut>(
+        &self,
+        key: Option<&[u8]>,
+        is_write: bool,
+        attempt_timeout: Duration,
+        f: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         if key.is_some() {
             self.ensure_routing().await;
         }
         let shard = key.and_then(|k| self.shard_for(k));
         let opts = &self.inner.opts;
+        self.inner.budget.on_request();
         let deadline = Instant::now() + opts.request_timeout;
         let mut unknown: Option<String> = None;
         let mut last = String::from("no attempt made");
@@ -480,7 +540,7 @@ impl Client {
             if now >= deadline {
                 break;
             }
-            let budget = opts.attempt_timeout.min(deadline - now);
+            let budget = attempt_timeout.min(deadline - now);
             tried.insert(target.clone());
             let client = self.conn(&target, shard, budget)?;
             // Whether the node itself failed (no answer, a transport error, or shutting down),
@@ -488,6 +548,7 @@ impl Client {
             let mut node_failed = true;
             let failure = match tokio::time::timeout(budget, f(client)).await {
                 Ok(Ok(resp)) => {
+                    self.clear_suspect(&target);
                     let hinted = resp
                         .metadata()
                         .get(meta::LEADER_ADDR)
@@ -522,7 +583,11 @@ impl Client {
                     // The node is the right one, only busy: back to it after the hint.
                     let pause = jittered(retry_after.unwrap_or_default().max(backoff));
                     backoff = (backoff * 2).min(Duration::from_millis(1000));
-                    if Instant::now() + pause >= deadline {
+                    // A retry like any other: it spends the budget, and with the budget
+                    // spent the refusal is the answer.
+                    if Instant::now() + pause >= deadline
+                        || !self.inner.budget.try_retry(Instant::now())
+                    {
                         return Err(match unknown {
                             Some(u) => Error::OutcomeUnknown(format!("{u}; then: {message}")),
                             None => Error::Overloaded {
@@ -561,7 +626,7 @@ impl Client {
                     // pause, so the loop waits out the handover instead of using up the attempts.
                     if tried.contains(&addr) {
                         let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-                        tokio::time::sleep(pause).await;
+                        tokio::time::sleep(full_jitter(pause)).await;
                         backoff = (backoff * 2).min(Duration::from_millis(1000));
                     }
                     target = addr;
@@ -578,9 +643,13 @@ impl Client {
                 self.suspect(&target);
             }
             self.set_leader(shard, None);
+            if !self.inner.budget.try_retry(Instant::now()) {
+                last = format!("{last}; not retried: this client's retry budget is spent");
+                break;
+            }
             target = self.rotate_endpoint();
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(full_jitter(pause)).await;
             backoff = (backoff * 2).min(Duration::from_millis(1000));
         }
         Err(match (unknown, overloaded) {
@@ -743,8 +812,14 @@ impl Client {
             serializable: consistency == ReadConsistency::Serializable,
             shard: None,
         };
+        // A scan reads every shard, so its attempts get longer than a point request's.
+        let attempt = self
+            .inner
+            .opts
+            .attempt_timeout
+            .max(SCAN_ATTEMPT_TIMEOUT_MIN);
         let r = self
-            .call(None, false, |c| {
+            .call_within(None, false, attempt, |c| {
                 let req = c.request(req.clone());
                 let mut kv = c.kv;
                 async move { kv.scan(req).await }
@@ -804,6 +879,15 @@ mod tests {
 
     /// No write is ever sent with a watermark above the sequence of another write still in
     /// flight (the server would refuse that one as a stale duplicate).
+    #[test]
+    fn suspicion_doubles_with_each_failure_in_a_row_up_to_a_cap() {
+        assert_eq!(suspect_for(1), SUSPECT_FOR);
+        assert_eq!(suspect_for(2), SUSPECT_FOR * 2);
+        assert_eq!(suspect_for(4), SUSPECT_FOR * 8);
+        assert_eq!(suspect_for(5), SUSPECT_FOR_MAX);
+        assert_eq!(suspect_for(1_000), SUSPECT_FOR_MAX);
+    }
+
     #[test]
     fn a_watermark_never_passes_a_write_in_flight() {
         let client = Client::new(ClientOptions::new(vec!["127.0.0.1:1".into()])).expect("client");

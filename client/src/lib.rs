@@ -9,6 +9,9 @@
 //! Requests waiting for the same node travel together in one `Batch` RPC (see
 //! [`ClientOptions::batch_requests`]); each still gets its own answer and classification.
 //!
+//! Retries are paced with full jitter and bounded by a per-client budget (about a tenth of
+//! requests; `retry.rs`), so a failing cluster does not get a retry storm on top.
+//!
 //! Retries of one write reuse its `(client_id, sequence)`, which the state machine applies at
 //! most once, so a retry can never apply a write twice.
 
@@ -17,7 +20,9 @@ mod batcher;
 mod client;
 mod error;
 mod outcome;
+mod retry;
 
+pub use admin::MemberChange;
 pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };

@@ -138,7 +138,7 @@ async fn run(cli: Cli) -> ExitCode {
     opts.cluster_id = cli.cluster_id.clone();
     opts.batch_requests = !cli.no_batch;
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
-    opts.attempt_timeout = opts.request_timeout.min(Duration::from_secs(12));
+    opts.attempt_timeout = opts.attempt_timeout.min(opts.request_timeout);
     if matches!(cli.command, Command::Member(_) | Command::Backup(_)) {
         // A membership step waits for Raft, a backup for its snapshot to be built.
         opts.request_timeout = opts.request_timeout.max(Duration::from_secs(180));

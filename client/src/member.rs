@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use ringkv_client::{Client, Error, StatusResponse};
+use ringkv_client::{Client, Error, MemberChange, StatusResponse};
 use serde_json::json;
 
 use crate::status::gather;
@@ -21,9 +21,14 @@ const ROUND_PAUSE: Duration = Duration::from_millis(500);
 #[derive(clap::Subcommand, Debug)]
 pub enum MemberCommand {
     /// Add node ID (started with `--join`) at ADDR to every shard: learner, catch up, voter.
+    /// ADDR is its client address (`--listen`).
     Add {
         id: u64,
         addr: String,
+        /// Where the node serves Raft (its `--peer-listen`), HOST:PORT. Default: ADDR's port
+        /// plus 1000.
+        #[arg(long)]
+        peer_addr: Option<String>,
         /// Give up (exit 3) if the node is not a voter of every shard by then.
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
@@ -46,9 +51,18 @@ pub async fn run(client: &Client, cmd: MemberCommand) -> ExitCode {
         MemberCommand::Add {
             id,
             addr,
+            peer_addr,
             wait_secs,
-        } => change(client, id, Some(&addr), wait_secs).await,
-        MemberCommand::Remove { id, wait_secs } => change(client, id, None, wait_secs).await,
+        } => {
+            let add = MemberChange::Add {
+                addr,
+                peer_addr: peer_addr.unwrap_or_default(),
+            };
+            change(client, id, &add, wait_secs).await
+        }
+        MemberCommand::Remove { id, wait_secs } => {
+            change(client, id, &MemberChange::Remove, wait_secs).await
+        }
         MemberCommand::List { json } => list(client, json).await,
     }
 }
@@ -68,18 +82,21 @@ async fn shard_count(client: &Client) -> Result<u32, ExitCode> {
     }
 }
 
-async fn change(client: &Client, id: u64, addr: Option<&str>, wait_secs: u64) -> ExitCode {
+async fn change(client: &Client, id: u64, what: &MemberChange, wait_secs: u64) -> ExitCode {
     let shards = match shard_count(client).await {
         Ok(n) => n,
         Err(code) => return code,
     };
-    let verb = if addr.is_some() { "add" } else { "remove" };
+    let verb = match what {
+        MemberChange::Add { .. } => "add",
+        MemberChange::Remove => "remove",
+    };
     let deadline = Instant::now() + Duration::from_secs(wait_secs);
     let mut pending: BTreeSet<u32> = (0..shards).collect();
     let mut said: BTreeMap<u32, String> = BTreeMap::new();
     while !pending.is_empty() {
         for shard in pending.clone() {
-            let line = match client.member_step(shard, id, addr).await {
+            let line = match client.member_step(shard, id, what).await {
                 Ok(r) => {
                     if r.done {
                         pending.remove(&shard);
@@ -109,9 +126,13 @@ async fn change(client: &Client, id: u64, addr: Option<&str>, wait_secs: u64) ->
         }
         tokio::time::sleep(ROUND_PAUSE).await;
     }
-    match addr {
-        Some(a) => println!("node {id} at {a} is a voter of all {shards} shards"),
-        None => println!("node {id} is removed from all {shards} shards; its id is retired"),
+    match what {
+        MemberChange::Add { addr, .. } => {
+            println!("node {id} at {addr} is a voter of all {shards} shards")
+        }
+        MemberChange::Remove => {
+            println!("node {id} is removed from all {shards} shards; its id is retired")
+        }
     }
     ExitCode::SUCCESS
 }
@@ -142,7 +163,7 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
         );
         return ExitCode::from(3);
     };
-    let mut nodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut nodes: BTreeMap<u64, (String, String)> = BTreeMap::new();
     let mut rows = Vec::new();
     for shard in 0..shards {
         let Some((from, s)) = authoritative(&answers, shard) else {
@@ -152,12 +173,16 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
     }
     for a in &answers {
         for n in &a.nodes {
-            nodes.entry(n.id).or_insert_with(|| n.addr.clone());
+            nodes
+                .entry(n.id)
+                .or_insert_with(|| (n.addr.clone(), n.peer_addr.clone()));
         }
     }
     if as_json {
         let out = json!({
-            "nodes": nodes.iter().map(|(id, addr)| json!({"id": id, "addr": addr})).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|(id, (addr, peer_addr))| {
+                json!({"id": id, "addr": addr, "peer_addr": peer_addr})
+            }).collect::<Vec<_>>(),
             "shards": rows.iter().map(|(shard, from, s)| json!({
                 "shard": shard,
                 "leader": s.leader,
@@ -170,8 +195,12 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
         println!("{out}");
         return ExitCode::SUCCESS;
     }
-    for (id, addr) in &nodes {
-        println!("node {id}\t{addr}");
+    for (id, (addr, peer_addr)) in &nodes {
+        if peer_addr.is_empty() {
+            println!("node {id}\t{addr}");
+        } else {
+            println!("node {id}\t{addr}\tpeer {peer_addr}");
+        }
     }
     println!(
         "{:<6} {:<7} {:<6} {:<16} LEARNERS",

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::typ::{Node, PEER_PORT_OFFSET, derived_peer_addr};
+
 use crate::service::limits::{
     KEY_BYTES_CEILING, Limits, REQUEST_BYTES_CEILING, VALUE_BYTES_CEILING,
 };
@@ -21,10 +23,16 @@ pub struct NodeArgs {
     /// This node's id (a positive integer, never reused for another disk).
     #[arg(long)]
     pub id: Option<u64>,
-    /// Address to serve gRPC on (clients and peers), HOST:PORT.
+    /// Address to serve clients on (the `Kv` and `Cluster` gRPC services), IP:PORT.
     #[arg(long)]
     pub listen: Option<String>,
-    /// Every member of a new cluster: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (itself included).
+    /// Address to serve Raft traffic between members on (appends, heartbeats, votes,
+    /// snapshots), IP:PORT. Default: the `--listen` address with its port plus 1000.
+    #[arg(long)]
+    pub peer_listen: Option<String>,
+    /// Every member of a new cluster: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT` (itself included),
+    /// client addresses. A member whose peer listener is not on its client port plus 1000
+    /// names it after `@`: `1=HOST:PORT@PEERHOST:PEERPORT`.
     #[arg(long)]
     pub peers: Option<String>,
     /// Join a running cluster through this member's address (instead of `--peers`): the node
@@ -101,7 +109,10 @@ pub struct NodeArgs {
 pub struct Config {
     pub id: u64,
     pub listen: String,
-    pub peers: BTreeMap<u64, String>,
+    /// Where this node serves Raft (`--peer-listen`, or the derived default).
+    pub peer_listen: String,
+    /// Every member of a new cluster (incarnations not known yet: 0); a joining node: itself.
+    pub peers: BTreeMap<u64, Node>,
     /// A member to learn the cluster from, when this node joins a running cluster.
     pub join: Option<String>,
     pub data_dir: PathBuf,
@@ -144,32 +155,89 @@ pub fn is_host_port(s: &str) -> bool {
         .is_some()
 }
 
-/// Parses `1=HOST:PORT,2=HOST:PORT`.
-pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
-    let mut peers = BTreeMap::new();
+/// Why a `--peers` value (or one member's addresses) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeersError {
+    #[error("{0:?} is not ID=HOST:PORT[@PEERHOST:PEERPORT]")]
+    NotIdAddr(String),
+    #[error("{0:?} is not a node id")]
+    BadId(String),
+    #[error("node id 0 is reserved")]
+    ReservedId,
+    #[error("{0:?} is not HOST:PORT")]
+    NotHostPort(String),
+    #[error("peer address {0:?} is not HOST:PORT")]
+    PeerNotHostPort(String),
+    /// The client port has no default peer port (it is above 65535 - 1000).
+    #[error(
+        "{0:?} has no default peer port (port + {PEER_PORT_OFFSET}); name one with @PEERHOST:PEERPORT"
+    )]
+    NoDerivedPeerPort(String),
+    #[error("the peer address of {0:?} is its client address")]
+    PeerIsClient(String),
+    #[error("node id {0} appears twice")]
+    DuplicateId(u64),
+    #[error("address {0} appears twice")]
+    DuplicateAddr(String),
+    #[error("no peers given")]
+    Empty,
+}
+
+/// A member's record from its client address and its peer address (empty: the default),
+/// incarnation not known yet.
+pub fn member(addr: &str, peer_addr: &str) -> Result<Node, PeersError> {
+    if !is_host_port(addr) {
+        return Err(PeersError::NotHostPort(addr.to_string()));
+    }
+    if peer_addr.is_empty() {
+        if derived_peer_addr(addr).is_none() {
+            return Err(PeersError::NoDerivedPeerPort(addr.to_string()));
+        }
+    } else if !is_host_port(peer_addr) {
+        return Err(PeersError::PeerNotHostPort(peer_addr.to_string()));
+    } else if peer_addr == addr {
+        return Err(PeersError::PeerIsClient(addr.to_string()));
+    }
+    Ok(Node::with_peer_addr(addr, peer_addr, 0))
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT@PEERHOST:PEERPORT`: every member's client address and,
+/// after `@`, its peer address when that is not the default.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, Node>, PeersError> {
+    let mut peers: BTreeMap<u64, Node> = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part
+        let (id, addrs) = part
             .split_once('=')
-            .ok_or_else(|| bad("peers", format!("{part:?} is not ID=HOST:PORT")))?;
+            .ok_or_else(|| PeersError::NotIdAddr(part.to_string()))?;
         let id: u64 = id
             .trim()
             .parse()
-            .map_err(|_| bad("peers", format!("{id:?} is not a node id")))?;
+            .map_err(|_| PeersError::BadId(id.to_string()))?;
         if id == 0 {
-            return Err(bad("peers", "node id 0 is reserved"));
+            return Err(PeersError::ReservedId);
         }
-        let addr = addr.trim();
-        if !is_host_port(addr) {
-            return Err(bad("peers", format!("{addr:?} is not HOST:PORT")));
+        let (addr, peer_addr) = addrs.split_once('@').unwrap_or((addrs, ""));
+        let node = member(addr.trim(), peer_addr.trim())?;
+        for other in peers.values() {
+            for a in [&node.addr, &node.peer_addr()] {
+                if *a == other.addr || *a == other.peer_addr() {
+                    return Err(PeersError::DuplicateAddr(a.clone()));
+                }
+            }
         }
-        if peers.insert(id, addr.to_string()).is_some() {
-            return Err(bad("peers", format!("node id {id} appears twice")));
+        if peers.insert(id, node).is_some() {
+            return Err(PeersError::DuplicateId(id));
         }
     }
     if peers.is_empty() {
-        return Err(bad("peers", "no peers given"));
+        return Err(PeersError::Empty);
     }
     Ok(peers)
+}
+
+/// The port of `HOST:PORT`.
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
 impl NodeArgs {
@@ -182,6 +250,30 @@ impl NodeArgs {
             .listen
             .clone()
             .ok_or_else(|| bad("listen", "required"))?;
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("listen", format!("{listen:?} is not IP:PORT")));
+        }
+        let peer_listen = match &self.peer_listen {
+            Some(p) => p.clone(),
+            None => derived_peer_addr(&listen).ok_or_else(|| {
+                bad(
+                    "peer_listen",
+                    format!("--listen {listen} has no default (port + {PEER_PORT_OFFSET}); give --peer-listen"),
+                )
+            })?,
+        };
+        if peer_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad(
+                "peer_listen",
+                format!("{peer_listen:?} is not IP:PORT"),
+            ));
+        }
+        if port_of(&peer_listen) == port_of(&listen) {
+            return Err(bad(
+                "peer_listen",
+                "must be another port than --listen (Raft is not served on the client port)",
+            ));
+        }
         let peers = match (&self.peers, &self.join) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -189,12 +281,12 @@ impl NodeArgs {
                     "give --peers to bootstrap a new cluster or --join to join a running one, not both",
                 ));
             }
-            (Some(p), None) => parse_peers(p)?,
+            (Some(p), None) => parse_peers(p).map_err(|e| bad("peers", e.to_string()))?,
             (None, Some(j)) => {
                 if !is_host_port(j) {
                     return Err(bad("join", format!("{j:?} is not HOST:PORT")));
                 }
-                BTreeMap::from([(id, listen.clone())])
+                BTreeMap::from([(id, Node::with_peer_addr(&listen, &peer_listen, 0))])
             }
             (None, None) => {
                 return Err(bad(
@@ -207,16 +299,32 @@ impl NodeArgs {
             .data_dir
             .clone()
             .ok_or_else(|| bad("data_dir", "required"))?;
-        if listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(bad("listen", format!("{listen:?} is not IP:PORT")));
+        if let Some(a) = &self.admin_listen {
+            if a.parse::<std::net::SocketAddr>().is_err() {
+                return Err(bad("admin_listen", format!("{a:?} is not IP:PORT")));
+            }
+            if port_of(a) == port_of(&peer_listen) {
+                return Err(bad(
+                    "peer_listen",
+                    format!("{peer_listen} is also --admin-listen; give another --peer-listen"),
+                ));
+            }
         }
-        if let Some(a) = &self.admin_listen
-            && a.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(bad("admin_listen", format!("{a:?} is not IP:PORT")));
-        }
-        if !peers.contains_key(&id) {
+        let Some(me) = peers.get(&id) else {
             return Err(bad("peers", format!("does not name this node's id {id}")));
+        };
+        // The others reach this node's Raft at the peer address `--peers` gives it; a listener
+        // on another port would leave it deaf to them.
+        if port_of(&me.peer_addr()) != port_of(&peer_listen) {
+            return Err(bad(
+                "peer_listen",
+                format!(
+                    "--peers gives node {id} the peer address {}, but it listens on {peer_listen} \
+                     (name it as {id}={}@HOST:PORT)",
+                    me.peer_addr(),
+                    me.addr
+                ),
+            ));
         }
         if self.shards == 0 || self.shards > 1024 {
             return Err(bad("shards", "must be 1..=1024"));
@@ -279,6 +387,7 @@ impl NodeArgs {
         Ok(Config {
             id,
             listen,
+            peer_listen,
             peers,
             join: self.join.clone(),
             data_dir,
@@ -313,14 +422,99 @@ mod tests {
 
     #[test]
     fn peers_parse_and_reject_garbage() {
-        let p =
-            parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002,3=h:7003").map_err(|e| e.to_string());
+        let p = parse_peers("1=127.0.0.1:7001, 2=127.0.0.1:7002,3=h:7003");
         assert_eq!(p.map(|p| p.len()), Ok(3));
-        assert!(parse_peers("1=127.0.0.1").is_err());
-        assert!(parse_peers("x=127.0.0.1:1").is_err());
-        assert!(parse_peers("1=a:1,1=b:2").is_err());
-        assert!(parse_peers("0=a:1").is_err());
-        assert!(parse_peers("").is_err());
+        assert_eq!(
+            parse_peers("1=127.0.0.1"),
+            Err(PeersError::NotHostPort("127.0.0.1".into()))
+        );
+        assert_eq!(
+            parse_peers("x=127.0.0.1:1"),
+            Err(PeersError::BadId("x".into()))
+        );
+        assert_eq!(parse_peers("1=a:1,1=b:2"), Err(PeersError::DuplicateId(1)));
+        assert_eq!(parse_peers("0=a:1"), Err(PeersError::ReservedId));
+        assert_eq!(parse_peers(""), Err(PeersError::Empty));
+        assert_eq!(parse_peers("1"), Err(PeersError::NotIdAddr("1".into())));
+    }
+
+    #[test]
+    fn peers_take_an_optional_peer_address() {
+        let p = parse_peers("1=h:7001,2=h:7002@h:7102, 3=h:7003@h:8003").expect("valid");
+        assert_eq!(p[&1].peer_addr, "", "derived");
+        assert_eq!(p[&1].peer_addr(), "h:8001");
+        assert_eq!(p[&2].peer_addr(), "h:7102");
+        // Naming the default is the same as leaving it out.
+        assert_eq!(p[&3], Node::new("h:7003", 0));
+        assert_eq!(
+            parse_peers("1=h:7001@h"),
+            Err(PeersError::PeerNotHostPort("h".into()))
+        );
+        assert_eq!(
+            parse_peers("1=h:7001@h:7001"),
+            Err(PeersError::PeerIsClient("h:7001".into()))
+        );
+        assert_eq!(
+            parse_peers("1=h:65000"),
+            Err(PeersError::NoDerivedPeerPort("h:65000".into()))
+        );
+        assert!(parse_peers("1=h:65000@h:7101").is_ok());
+        // One member's peer port is another's client port.
+        assert_eq!(
+            parse_peers("1=h:7001@h:7002,2=h:7002"),
+            Err(PeersError::DuplicateAddr("h:7002".into()))
+        );
+        assert_eq!(
+            parse_peers("1=h:7001,2=h:8001"),
+            Err(PeersError::DuplicateAddr("h:8001".into()))
+        );
+    }
+
+    fn args(listen: &str, peer_listen: Option<&str>, peers: &str) -> NodeArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let mut argv = vec!["x", "--id", "1", "--data-dir", "/d", "--listen", listen];
+        argv.extend(["--peers", peers]);
+        if let Some(p) = peer_listen {
+            argv.extend(["--peer-listen", p]);
+        }
+        Cli::parse_from(argv).node
+    }
+
+    #[test]
+    fn the_peer_listener_defaults_to_the_client_port_plus_1000() {
+        let cfg = args("127.0.0.1:7001", None, "1=127.0.0.1:7001").validate();
+        assert_eq!(
+            cfg.map(|c| c.peer_listen).map_err(|e| e.to_string()),
+            Ok("127.0.0.1:8001".to_string())
+        );
+        let cfg = args("0.0.0.0:7001", Some("0.0.0.0:7101"), "1=h:7001@h:7101").validate();
+        assert_eq!(
+            cfg.map(|c| c.peer_listen).map_err(|e| e.to_string()),
+            Ok("0.0.0.0:7101".to_string())
+        );
+    }
+
+    #[test]
+    fn a_peer_listener_the_peers_do_not_name_is_refused() {
+        let field = |a: NodeArgs| a.validate().err().map(|e| e.field);
+        // Listening on 7101 while the others would dial the default 8001.
+        let a = args("127.0.0.1:7001", Some("127.0.0.1:7101"), "1=127.0.0.1:7001");
+        assert_eq!(field(a).as_deref(), Some("peer_listen"));
+        let a = args(
+            "127.0.0.1:7001",
+            Some("127.0.0.1:7001"),
+            "1=127.0.0.1:7001@h:7001",
+        );
+        assert_eq!(field(a).as_deref(), Some("peer_listen"));
+        let a = args("127.0.0.1:7001", Some("nohost"), "1=127.0.0.1:7001");
+        assert_eq!(field(a).as_deref(), Some("peer_listen"));
+        let a = args("127.0.0.1:65000", None, "1=127.0.0.1:65000@h:7101");
+        assert_eq!(field(a).as_deref(), Some("peer_listen"));
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ringkv-server dev`: a local cluster for development, as child processes of this binary on
-//! 127.0.0.1 (client ports `base_port..`, admin ports `admin_base_port..`).
+//! 127.0.0.1 (client ports `base_port..`, peer ports `peer_base_port..`, admin ports
+//! `admin_base_port..`).
 //!
 //! It waits until every shard has a leader that every node agrees on, prints the endpoints
 //! and example commands, and on Ctrl-C/SIGTERM (or when a child dies) stops every child with
@@ -29,6 +30,10 @@ pub struct DevArgs {
     pub base_port: u16,
     #[arg(long, default_value_t = 8001)]
     pub admin_base_port: u16,
+    /// First peer (Raft) port; node i listens on `peer_base_port + i - 1`. Explicit because
+    /// the default peer port (client port + 1000) is the admin port here.
+    #[arg(long, default_value_t = 7101)]
+    pub peer_base_port: u16,
     /// How long to wait for every shard to elect a leader.
     #[arg(long, default_value_t = 30)]
     pub ready_timeout_secs: u64,
@@ -77,8 +82,9 @@ pub async fn run(
     fs::create_dir_all(&args.data_dir)?;
     let exe = std::env::current_exe().context("locating this binary")?;
     let addr = |i: u64| format!("127.0.0.1:{}", args.base_port as u64 + i - 1);
+    let peer_addr = |i: u64| format!("127.0.0.1:{}", args.peer_base_port as u64 + i - 1);
     let peers: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("{i}={}", addr(i)))
+        .map(|i| format!("{i}={}@{}", addr(i), peer_addr(i)))
         .collect();
     let peers = peers.join(",");
     let mut children = Children(Vec::new());
@@ -90,6 +96,8 @@ pub async fn run(
             .arg(i.to_string())
             .arg("--listen")
             .arg(addr(i))
+            .arg("--peer-listen")
+            .arg(peer_addr(i))
             .arg("--peers")
             .arg(&peers)
             .arg("--data-dir")

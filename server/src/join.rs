@@ -61,7 +61,19 @@ pub async fn discover(cfg: &mut Config) -> anyhow::Result<()> {
             cfg.cluster_id
         );
     }
+    let own_peer_addr = cfg
+        .peers
+        .get(&cfg.id)
+        .map_or_else(|| cfg.peer_listen.clone(), crate::typ::Node::peer_addr);
     for n in &status.nodes {
+        if n.id != cfg.id && !n.peer_addr.is_empty() && n.peer_addr == own_peer_addr {
+            anyhow::bail!(
+                "peer address {} belongs to member node {}; remove it first (ringkv member remove {})",
+                n.peer_addr,
+                n.id,
+                n.id
+            );
+        }
         if n.id == cfg.id && n.addr != cfg.listen {
             anyhow::bail!(
                 "node id {} is already a member at {}; node ids are never reused, start this node with a fresh --id",
@@ -83,7 +95,11 @@ pub async fn discover(cfg: &mut Config) -> anyhow::Result<()> {
     }
     cfg.shards = status.shard_count;
     cfg.ring_vnodes = status.ring_vnodes;
+    let peer_flag = match crate::typ::derived_peer_addr(&cfg.listen) {
+        Some(d) if d == own_peer_addr => String::new(),
+        _ => format!(" --peer-addr {own_peer_addr}"),
+    };
     tracing::info!(%member, shards = cfg.shards, ring_vnodes = cfg.ring_vnodes,
-        "joining a running cluster; waiting for `ringkv member add {} {}`", cfg.id, cfg.listen);
+        "joining a running cluster; waiting for `ringkv member add {} {}{peer_flag}`", cfg.id, cfg.listen);
     Ok(())
 }

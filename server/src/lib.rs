@@ -18,6 +18,7 @@ pub mod dev;
 pub mod identity;
 pub mod join;
 pub mod lifecycle;
+pub mod log_limit;
 pub mod membership;
 pub mod metrics;
 pub mod network;

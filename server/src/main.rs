@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use ringkv_server::config::NodeArgs;
 use ringkv_server::dev::{self, DevArgs};
+use ringkv_server::log_limit::RepeatLimitLayer;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: under write load glibc's allocator (free-list
@@ -34,20 +35,29 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
             "info,openraft=warn,openraft::core::heartbeat=error,sled=warn,h2=warn,tower=warn",
         )
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Repeated warnings are limited per callsite (see `log_limit`), before any output layer.
+    let limit = RepeatLimitLayer::default();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(limit.clone());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
+    }
+    if let Err(e) = limit.spawn_summaries() {
+        tracing::warn!(error = %e, "cannot start the thread that summarizes repeated warnings");
     }
 }
 
@@ -137,7 +147,10 @@ fn main() -> std::process::ExitCode {
                 let listener = tokio::net::TcpListener::bind(&cfg.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-                ringkv_server::node::run(cfg, listener, shutdown_signal())
+                let peer_listener = std::net::TcpListener::bind(&cfg.peer_listen).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on peer address {}: {e}", cfg.peer_listen)
+                })?;
+                ringkv_server::node::run(cfg, listener, peer_listener, shutdown_signal())
                     .await
                     .map(|()| 0)
             }

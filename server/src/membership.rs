@@ -8,8 +8,8 @@
 //!   of producing an unintended joint configuration;
 //! - a node leaves only after its id is retired in the shard's state machine, and a retired id
 //!   is refused forever (a wiped or rebuilt node must come back under a fresh id);
-//! - an id already in use at another address, or an address in use under another id, is
-//!   refused; a node is promoted only once it is within [`CATCH_UP_LAG_ENTRIES`] of the leader;
+//! - an id already in use at other addresses, or an address (client or peer) in use under
+//!   another id, is refused; a node is promoted only once it is within [`CATCH_UP_LAG_ENTRIES`] of the leader;
 //! - every wait is bounded by `STEP_TIMEOUT` (10 s).
 
 use std::collections::BTreeSet;
@@ -19,7 +19,7 @@ use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::{ChangeMembers, Precondition, ServerState};
 
-use crate::config::is_host_port;
+use crate::config::member;
 use crate::service::error::KvError;
 use crate::shard::Shard;
 use crate::shard::command::{Command, Op};
@@ -123,35 +123,51 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resu
         .map_err(|_| Step::Pending(format!("{what} still in progress")))
 }
 
-/// One step of adding `node_id` at `addr` to the shard.
+/// Why the member record `new` for `node_id` clashes with `membership`'s nodes: one of its
+/// addresses (client or peer) is another member's, or `node_id` is a member at other ones.
+fn clash<'a>(
+    nodes: impl Iterator<Item = (&'a NodeId, &'a Node)>,
+    node_id: NodeId,
+    new: &Node,
+) -> Option<String> {
+    let (addr, peer_addr) = (&new.addr, new.peer_addr());
+    for (id, n) in nodes {
+        if *id == node_id {
+            if n.addr != *addr || n.peer_addr() != peer_addr {
+                return Some(format!(
+                    "node id {node_id} is already a member at {n}; node ids are never reused"
+                ));
+            }
+            continue;
+        }
+        for a in [addr, &peer_addr] {
+            if *a == n.addr || *a == n.peer_addr() {
+                return Some(format!(
+                    "address {a} belongs to member node {id}; remove it first"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// One step of adding `node_id` at client address `addr` and peer address `peer_addr` (empty:
+/// the default, `addr`'s port + 1000) to the shard.
 pub async fn add(
     shard: &Shard,
     self_id: NodeId,
     node_id: NodeId,
     addr: &str,
+    peer_addr: &str,
 ) -> Result<Step, KvError> {
     if node_id == 0 {
         return Err(KvError::Invalid("node id 0 is reserved".into()));
     }
-    if !is_host_port(addr) {
-        return Err(KvError::Invalid(format!("{addr:?} is not HOST:PORT")));
-    }
+    let node = member(addr, peer_addr).map_err(|e| KvError::Invalid(e.to_string()))?;
     let m = lead(shard, self_id)?;
     let membership = m.membership_config.membership();
-    for (id, n) in membership.nodes() {
-        if *id != node_id && n.addr == addr {
-            return Err(KvError::Invalid(format!(
-                "address {addr} belongs to member node {id}; remove it first"
-            )));
-        }
-    }
-    if let Some(n) = membership.get_node(&node_id)
-        && n.addr != addr
-    {
-        return Err(KvError::Invalid(format!(
-            "node id {node_id} is already a member at {}; node ids are never reused",
-            n.addr
-        )));
+    if let Some(reason) = clash(membership.nodes(), node_id, &node) {
+        return Err(KvError::Invalid(reason));
     }
     if membership.voter_ids().any(|v| v == node_id) {
         return Ok(Step::Done(format!("node {node_id} is a voter")));
@@ -165,10 +181,9 @@ pub async fn add(
     }
     if !membership.learner_ids().any(|v| v == node_id) {
         // Its incarnation is recorded once it has caught up as a voter (`readmit`).
-        let node = Node::new(addr, 0);
         let r = match bounded(
             "adding the learner",
-            shard.raft.add_learner(node_id, node, false),
+            shard.raft.add_learner(node_id, node.clone(), false),
         )
         .await
         {
@@ -177,7 +192,8 @@ pub async fn add(
         };
         return match r {
             Ok(_) => {
-                tracing::info!(shard = shard.id, node = node_id, %addr, "membership changed: learner added");
+                tracing::info!(shard = shard.id, node = node_id, %addr, peer_addr = %node.peer_addr(),
+                    "membership changed: learner added");
                 Ok(Step::Pending(format!("node {node_id} added as a learner")))
             }
             Err(e) => write_failed(shard, self_id, e),
@@ -306,4 +322,29 @@ pub async fn remove(shard: &Shard, self_id: NodeId, node_id: NodeId) -> Result<S
         format!("node {node_id} removed"),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_member_may_not_take_another_members_client_or_peer_address() {
+        let members = [
+            (1, Node::new("h:7001", 5)),
+            (2, Node::with_peer_addr("h:7002", "h:7102", 6)),
+        ];
+        let clash = |id, n: Node| clash(members.iter().map(|(i, n)| (i, n)), id, &n);
+        assert_eq!(clash(3, Node::new("h:7003", 0)), None);
+        assert_eq!(clash(3, Node::with_peer_addr("h:7003", "h:7103", 0)), None);
+        // Again the same: an idempotent step.
+        assert_eq!(clash(2, Node::with_peer_addr("h:7002", "h:7102", 0)), None);
+        // Node 1's derived peer address, node 2's explicit one, node 2's client address.
+        assert!(clash(3, Node::with_peer_addr("h:7003", "h:8001", 0)).is_some());
+        assert!(clash(3, Node::with_peer_addr("h:7003", "h:7102", 0)).is_some());
+        assert!(clash(3, Node::with_peer_addr("h:7003", "h:7002", 0)).is_some());
+        // A member id at other addresses.
+        assert!(clash(2, Node::new("h:7002", 0)).is_some());
+        assert!(clash(1, Node::new("h:7009", 0)).is_some());
+    }
 }

@@ -2,10 +2,13 @@
 //!
 //! Start-up order: check the data directory's identity, open the write-ahead log, sled and its
 //! flush coordinator,
-//! build one Raft replica per shard, serve gRPC on the already-bound listener, then (on the
-//! node with the lowest id of a new cluster) initialize every shard with all peers as voters.
-//! Shutdown: stop admitting requests, hand off leadership, stop the gRPC server and every Raft
-//! group, sync the write-ahead log and sled, return.
+//! build one Raft replica per shard, serve Raft on the already-bound peer listener (its own
+//! runtime, see `network::peer_server`) and clients on the already-bound client listener, then
+//! (on the node with the lowest id of a new cluster) initialize every shard with all peers as
+//! voters.
+//! Shutdown: stop admitting requests, hand off leadership, drain client requests, stop the
+//! client gRPC server, then the peer server (last: in-flight writes complete only through
+//! Raft), then every Raft group; sync the write-ahead log and sled, return.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +19,6 @@ use anyhow::Context;
 use openraft::{ServerState, SnapshotPolicy};
 use ringkv_proto::pb::cluster_server::ClusterServer;
 use ringkv_proto::pb::kv_server::KvServer;
-use ringkv_proto::pb::raft_server::RaftServer;
 use ringkv_proto::ring::Ring;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,7 @@ use crate::config::Config;
 use crate::identity;
 use crate::metrics::Metrics;
 use crate::network::client::{NetContext, NetworkFactory};
+use crate::network::peer_server;
 use crate::network::pool::ChannelPool;
 use crate::network::server::{RaftService, VoterCheck};
 use crate::router::Router;
@@ -125,10 +128,23 @@ fn refuse_sled_log_layout(db: &sled::Db) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a node until `shutdown` resolves, then shuts it down gracefully.
+/// Deadline of one append (or heartbeat) RPC: half the minimum election timeout.
+///
+/// openraft hands the transport its heartbeat interval (150 ms by default) as the deadline of
+/// every append. A follower busy with client work answers later than that while still well
+/// within its election timeout; cutting the call at the heartbeat interval then turns a slow
+/// but healthy follower into a broken stream, a reconnect and a resend (issue 18). Half the
+/// election timeout leaves room for one more attempt before followers start an election.
+pub fn append_timeout(cfg: &Config) -> Duration {
+    Duration::from_millis((cfg.election_timeout_ms / 2).max(cfg.heartbeat_interval_ms))
+}
+
+/// Runs a node until `shutdown` resolves, then shuts it down gracefully. `listener` is the
+/// client listener (`--listen`), `peer_listener` the peer listener (`--peer-listen`).
 pub async fn run(
     mut cfg: Config,
     listener: TcpListener,
+    peer_listener: std::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let admin_listener = match &cfg.admin_listen {
@@ -142,7 +158,8 @@ pub async fn run(
     crate::join::discover(&mut cfg).await?;
     let opened = identity::check_or_create(&cfg.data_dir, &cfg)?;
     let fresh = opened.fresh;
-    tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen, shards = cfg.shards,
+    tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen,
+        peer_listen = %cfg.peer_listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, incarnation = %format!("{:016x}", opened.incarnation),
         "starting node");
     if fresh && cfg.join.is_none() {
@@ -178,6 +195,8 @@ pub async fn run(
         self_id: cfg.id,
         pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
         message_bytes_max: MESSAGE_BYTES_MAX,
+        peers: Default::default(),
+        append_timeout: append_timeout(&cfg),
     });
     let shards = open_shards(&cfg, &db, &flush, &wal, &ctx).await?;
     // Every directory the first start created (db/, wal/, snap/<shard>/) must survive a power
@@ -223,6 +242,8 @@ pub async fn run(
         space: space.clone(),
     });
     let cancel = CancellationToken::new();
+    // The peer server has its own token: it stops after the client server (see below).
+    let peer_cancel = CancellationToken::new();
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
         self_id: cfg.id,
@@ -231,9 +252,17 @@ pub async fn run(
             accepts_unrecorded: opened.accepts_unrecorded,
         },
         shards: shards.clone(),
-        shutdown: cancel.clone(),
+        shutdown: peer_cancel.clone(),
         appends: metrics.raft_appends.clone(),
     };
+    let peer_server = peer_server::start(
+        peer_listener,
+        raft_rpc,
+        peer_cancel,
+        cfg.shards,
+        MESSAGE_BYTES_MAX,
+    )
+    .context("starting the peer server")?;
 
     let server_cancel = cancel.clone();
     // The server's own `tcp_nodelay` applies only to listeners it binds itself; sockets from a
@@ -253,11 +282,6 @@ pub async fn run(
             .tcp_nodelay(true)
             .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
             .add_service(ClusterServer::from_arc(cluster.clone()))
-            .add_service(
-                RaftServer::new(raft_rpc)
-                    .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                    .max_encoding_message_size(MESSAGE_BYTES_MAX),
-            )
             .serve_with_incoming_shutdown(incoming, async move { server_cancel.cancelled().await }),
     );
 
@@ -320,6 +344,7 @@ pub async fn run(
         shutting_down.store(true, Ordering::Relaxed);
         cancel.cancel();
         server.abort();
+        peer_server.abort();
         return Err(crate::storage::health::StorageFailed(reason.to_string()).into());
     }
     tracing::info!(node = cfg.id, "shutdown requested");
@@ -327,7 +352,7 @@ pub async fn run(
     hand_off_leadership(cfg.id, &shards).await;
     // Drain client requests while Raft traffic is still served: a write proposed here before
     // the hand-off completes only when the new leader tells this node it committed, so the
-    // gRPC server (which also carries Raft) must stay up until in-flight requests are done.
+    // peer server must stay up until in-flight requests are done (it stops last, below).
     drain(&admission).await;
     cancel.cancel();
     let _ = balancer.await;
@@ -354,6 +379,7 @@ pub async fn run(
             abort.abort();
         }
     }
+    peer_server.stop().await;
     for shard in shards.iter() {
         if let Err(e) = shard.raft.shutdown().await {
             tracing::warn!(shard = shard.id, error = %e, "raft shutdown failed");
@@ -436,17 +462,24 @@ async fn bootstrap_members(
     pool: &ChannelPool,
     incarnation: u64,
 ) -> anyhow::Result<Option<BTreeMap<u64, Node>>> {
-    let mut members = BTreeMap::from([(cfg.id, Node::new(&cfg.listen, incarnation))]);
+    let own_peer_addr = cfg
+        .peers
+        .get(&cfg.id)
+        .map_or_else(|| cfg.peer_listen.clone(), Node::peer_addr);
+    let mut members = BTreeMap::from([(
+        cfg.id,
+        Node::with_peer_addr(&cfg.listen, &own_peer_addr, incarnation),
+    )]);
     let mut waited = tokio::time::Instant::now();
     while members.len() < cfg.peers.len() {
-        for (id, addr) in &cfg.peers {
+        for (id, peer) in &cfg.peers {
             if members.contains_key(id) {
                 continue;
             }
-            match peer_state(pool, &cfg.cluster_id, *id, addr).await {
+            match peer_state(pool, &cfg.cluster_id, *id, &peer.addr).await {
                 Some(PeerState::Member) => return Ok(None),
                 Some(PeerState::New(i)) => {
-                    members.insert(*id, Node::new(addr, i));
+                    members.insert(*id, peer.with_incarnation(i));
                 }
                 None => {}
             }
@@ -520,5 +553,53 @@ async fn hand_off_leadership(self_id: u64, shards: &Shards) {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(heartbeat_interval_ms: u64, election_timeout_ms: u64) -> Config {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: crate::config::NodeArgs,
+        }
+        let (hb, et) = (
+            heartbeat_interval_ms.to_string(),
+            election_timeout_ms.to_string(),
+        );
+        let argv = [
+            "x",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peers",
+            "1=127.0.0.1:7001",
+            "--data-dir",
+            "/d",
+            "--heartbeat-interval-ms",
+            &hb,
+            "--election-timeout-ms",
+            &et,
+        ];
+        Cli::parse_from(argv).node.validate().expect("valid")
+    }
+
+    /// An append may take half an election timeout, not just one heartbeat interval.
+    #[test]
+    fn the_append_deadline_is_half_the_election_timeout() {
+        assert_eq!(
+            append_timeout(&config(150, 1000)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            append_timeout(&config(100, 300)),
+            Duration::from_millis(150)
+        );
+        assert!(append_timeout(&config(150, 1000)) > Duration::from_millis(150));
     }
 }

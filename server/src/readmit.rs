@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::{Shard, Shards};
 use crate::storage::space::DiskSpace;
-use crate::typ::{Node, NodeId};
+use crate::typ::NodeId;
 
 const POLL: Duration = Duration::from_secs(1);
 const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
@@ -156,7 +156,7 @@ async fn readmit_caught_up(
         if matched.is_none_or(|i| i < since) {
             continue;
         }
-        let change = ChangeMembers::SetNodes(BTreeMap::from([(*id, Node::new(&node.addr, now))]));
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(*id, node.with_incarnation(now))]));
         match tokio::time::timeout(CHANGE_TIMEOUT, shard.raft.change_membership(change, true)).await
         {
             Ok(Ok(_)) => {

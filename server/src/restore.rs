@@ -40,7 +40,8 @@ pub struct RestoreArgs {
     /// This node's id in the new cluster.
     #[arg(long)]
     pub id: u64,
-    /// Every member of the new cluster, as for a new cluster's `--peers`.
+    /// Every member of the new cluster, as for a new cluster's `--peers` (with `@PEERHOST:PORT`
+    /// for a member not on the default peer port).
     #[arg(long)]
     pub peers: String,
     /// The data directory to create (must not exist or be empty).
@@ -122,7 +123,7 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
 
 async fn seed(
     args: &RestoreArgs,
-    peers: &BTreeMap<u64, String>,
+    peers: &BTreeMap<u64, Node>,
     cluster_id: &str,
     summary: &backup::Summary,
     file: &mut File,
@@ -152,10 +153,7 @@ async fn seed(
         FlushCoordinator::start(db.clone(), &db_dir, &health).context("starting the flusher")?;
     let wal = Wal::open(&staging.join("wal"), &health).context("opening the write-ahead log")?;
     let voters: BTreeSet<u64> = peers.keys().copied().collect();
-    let nodes: BTreeMap<u64, Node> = peers
-        .iter()
-        .map(|(id, addr)| (*id, Node::new(addr.clone(), 0)))
-        .collect();
+    let nodes: BTreeMap<u64, Node> = peers.clone();
     let membership =
         Membership::new(vec![voters], nodes).map_err(|e| refused(format!("bad --peers: {e}")))?;
     for section in &summary.sections {

@@ -91,7 +91,10 @@ impl PortHold {
 
 pub struct Node {
     pub id: u64,
+    /// The client address (`--listen`).
     pub addr: String,
+    /// The peer (Raft) address (`--peer-listen`).
+    pub peer_addr: String,
     /// The admin HTTP endpoint (`--admin-listen`).
     pub admin: String,
     pub data_dir: PathBuf,
@@ -108,8 +111,30 @@ pub struct Node {
 
 impl Node {
     fn hold_ports(&mut self) {
-        self.hold = Some(PortHold::new(&[&self.addr, &self.admin]));
+        self.hold = Some(PortHold::new(&[&self.addr, &self.peer_addr, &self.admin]));
     }
+
+    /// This node's entry in `--peers`: `ID=ADDR`, with `@PEER_ADDR` unless that is the default.
+    fn peers_entry(&self) -> String {
+        if default_peer_addr(&self.addr).as_deref() == Some(self.peer_addr.as_str()) {
+            format!("{}={}", self.id, self.addr)
+        } else {
+            format!("{}={}@{}", self.id, self.addr, self.peer_addr)
+        }
+    }
+}
+
+/// The peer address a node on client address `addr` gets by default (port + 1000), as data
+/// written by versions before peer listeners records it.
+pub fn default_peer_addr(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?.checked_add(1000)?;
+    Some(format!("{host}:{port}"))
+}
+
+/// A fresh loopback address, `127.0.0.1:PORT` (see [`free_port`]).
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// A cluster of real server processes.
@@ -135,31 +160,51 @@ impl Cluster {
         c
     }
 
-    /// Lays out `n` nodes (addresses, data directories) without starting them.
+    /// Lays out `n` nodes (addresses, data directories) without starting them. Every node
+    /// gets a free client port and a free peer port (named in `--peers` with `@`).
     pub fn prepare(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let addrs: BTreeMap<u64, String> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
-            .collect();
-        Self::prepare_on(dir, &addrs, shards, extra_args)
+        let addrs: BTreeMap<u64, (String, String)> =
+            (1..=n).map(|id| (id, (free_addr(), free_addr()))).collect();
+        Self::lay_out(dir, &addrs, shards, extra_args)
     }
 
     /// Lays out nodes on existing data directories `dir/node-<id>` (e.g. unpacked from a
     /// fixture) at the fixed gRPC addresses their membership records, without starting them.
-    /// Admin ports are picked freely (no data names them).
+    /// Their peer ports are the defaults (client port + 1000), which is what membership
+    /// records written before peer listeners mean. Admin ports are picked freely (no data
+    /// names them).
     pub fn prepare_on(
         dir: TempDir,
         addrs: &BTreeMap<u64, String>,
         shards: u32,
         extra_args: &[&str],
     ) -> Cluster {
+        let addrs: BTreeMap<u64, (String, String)> = addrs
+            .iter()
+            .map(|(id, a)| {
+                let peer = default_peer_addr(a).expect("fixture port has a default peer port");
+                (*id, (a.clone(), peer))
+            })
+            .collect();
+        Self::lay_out(dir, &addrs, shards, extra_args)
+    }
+
+    /// Lays out nodes at (client, peer) addresses on `dir/node-<id>`.
+    fn lay_out(
+        dir: TempDir,
+        addrs: &BTreeMap<u64, (String, String)>,
+        shards: u32,
+        extra_args: &[&str],
+    ) -> Cluster {
         let mut nodes = BTreeMap::new();
-        for (&id, addr) in addrs {
+        for (&id, (addr, peer_addr)) in addrs {
             nodes.insert(
                 id,
                 Node {
                     id,
                     addr: addr.clone(),
+                    peer_addr: peer_addr.clone(),
                     admin: format!("127.0.0.1:{}", free_port()),
                     data_dir: dir.path().join(format!("node-{id}")),
                     log: dir.path().join(format!("node-{id}.log")),
@@ -176,7 +221,7 @@ impl Cluster {
         }
         let peers = nodes
             .values()
-            .map(|n| format!("{}={}", n.id, n.addr))
+            .map(Node::peers_entry)
             .collect::<Vec<_>>()
             .join(",");
         Cluster {
@@ -193,8 +238,9 @@ impl Cluster {
         &self.peers
     }
 
-    /// Starts a new, empty node `id` with `--join` through node `via`; returns its address.
-    /// It becomes a member only when `ringkv member add` adds it.
+    /// Starts a new, empty node `id` with `--join` through node `via`; returns its client
+    /// address. It becomes a member only when `ringkv member add` adds it (with
+    /// `--peer-addr` [`Cluster::peer_addr`]).
     pub fn join(&mut self, id: u64, via: u64) -> String {
         assert!(!self.nodes.contains_key(&id), "node {id} exists");
         let via = self.addr(via);
@@ -203,12 +249,13 @@ impl Cluster {
             .parent()
             .expect("root")
             .to_path_buf();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = free_addr();
         self.nodes.insert(
             id,
             Node {
                 id,
                 addr: addr.clone(),
+                peer_addr: free_addr(),
                 admin: format!("127.0.0.1:{}", free_port()),
                 data_dir: root.join(format!("node-{id}")),
                 log: root.join(format!("node-{id}.log")),
@@ -261,6 +308,8 @@ impl Cluster {
                 &id.to_string(),
                 "--listen",
                 &node.addr,
+                "--peer-listen",
+                &node.peer_addr,
                 membership_flag,
                 &membership_value,
                 "--admin-listen",
@@ -289,6 +338,11 @@ impl Cluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.nodes[&id].addr.clone()
+    }
+
+    /// Node `id`'s peer (Raft) address.
+    pub fn peer_addr(&self, id: u64) -> String {
+        self.nodes[&id].peer_addr.clone()
     }
 
     pub fn admin_addr(&self, id: u64) -> String {

@@ -45,6 +45,11 @@ fn a_bad_configuration_stops_the_server_with_exit_2_and_one_line() {
         ),
         ("wrong type", format!("{base}shards = [1, 2]\n"), "shards"),
         (
+            "peer listener the peers do not name",
+            format!("{base}peer_listen = \"127.0.0.1:1\"\n"),
+            "peer_listen",
+        ),
+        (
             "both --peers and --join",
             format!("{base}join = \"127.0.0.1:1\"\n"),
             "join",
@@ -80,9 +85,10 @@ async fn a_config_file_starts_a_node_and_flags_override_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let peer = format!("127.0.0.1:{}", free_port());
     // The file names a wrong cluster id; the flag overrides it.
     let text = format!(
-        "id = 1\nlisten = \"{addr}\"\npeers = \"1={addr}\"\ndata_dir = \"{}\"\nshards = 2\ncluster_id = \"from-file\"\n",
+        "id = 1\nlisten = \"{addr}\"\npeer_listen = \"{peer}\"\npeers = \"1={addr}@{peer}\"\ndata_dir = \"{}\"\nshards = 2\ncluster_id = \"from-file\"\n",
         dir.path().join("data").display()
     );
     let path = dir.path().join("node.toml");

@@ -140,10 +140,20 @@ async fn replacing_a_node_under_load_keeps_every_write_and_refuses_the_old_id() 
 
     // Node 4: empty disk, joins through node 1, is added while the writers keep going.
     let addr4 = cluster.join(4, 1);
+    let peer4 = cluster.peer_addr(4);
     let started = Instant::now();
     let (code, out, err) = cli(
         &survivors,
-        &["member", "add", "4", &addr4, "--wait-secs", "120"],
+        &[
+            "member",
+            "add",
+            "4",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--wait-secs",
+            "120",
+        ],
     );
     eprintln!("member add 4 ({:?}):\n{out}{err}", started.elapsed());
     assert_eq!(code, 0, "member add 4 failed");

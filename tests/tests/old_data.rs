@@ -381,14 +381,16 @@ fn a_newer_format_version_is_refused_naming_the_version() {
     };
     let before = listing(&data_dir);
 
-    let addr = format!("127.0.0.1:{}", ringkv_tests::free_port());
+    let (addr, peer_addr) = (ringkv_tests::free_addr(), ringkv_tests::free_addr());
+    let own = format!("{addr}@{peer_addr}");
     let peers: Vec<String> = manifest
         .addrs
         .iter()
-        .map(|(id, a)| format!("{id}={}", if *id == 1 { &addr } else { a }))
+        .map(|(id, a)| format!("{id}={}", if *id == 1 { &own } else { a }))
         .collect();
     let mut child = Command::new(binary("ringkv-server"))
-        .args(["--id", "1", "--listen", &addr, "--peers", &peers.join(",")])
+        .args(["--id", "1", "--listen", &addr, "--peer-listen", &peer_addr])
+        .args(["--peers", &peers.join(",")])
         .arg("--data-dir")
         .arg(&data_dir)
         .args(["--shards", &manifest.shards.to_string()])

@@ -2,15 +2,18 @@
 //! (each follower's `ringkv_raft_appends_received_total{transport="stream"}` grows with
 //! writes), and an append stream whose messages do not belong on the node (wrong cluster id,
 //! wrong receiver, unknown shard, undecodable payload, no message at all) is refused with a
-//! clear status while the cluster keeps serving every acknowledged write.
+//! clear status while the cluster keeps serving every acknowledged write. Raft is served only
+//! on the peer port (`--peer-listen`), the client API only on the client port.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_parse::{Scrape, Value};
 use ringkv_client::ReadConsistency;
-use ringkv_proto::pb::RaftRequest;
+use ringkv_proto::pb::cluster_client::ClusterClient;
+use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::raft_client::RaftClient;
+use ringkv_proto::pb::{GetRequest, RaftRequest, StatusRequest};
 use ringkv_tests::{Cluster, http_get};
 use tonic::Code;
 
@@ -103,7 +106,7 @@ async fn replication_streams_and_foreign_append_streams_are_refused() {
         );
     }
 
-    let addr = cluster.addr(1);
+    let addr = cluster.peer_addr(1);
     let cases: Vec<(&str, Vec<RaftRequest>, Code, &str)> = vec![
         (
             "wrong cluster id",
@@ -155,4 +158,87 @@ async fn replication_streams_and_foreign_append_streams_are_refused() {
             .map(|v| v.value);
         assert_eq!(got, Some(Bytes::from(format!("v{i}"))), "key stream:{i:03}");
     }
+}
+
+/// The client port does not serve Raft (a scan of it never reaches a Raft group, and client
+/// load there cannot hold up appends), and the peer port serves nothing but Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_is_served_only_on_the_peer_port_and_the_client_api_only_on_the_client_port() {
+    let cluster = Cluster::start(1, 1);
+    cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .await
+        .expect("leaders");
+    let (client_addr, peer_addr) = (cluster.addr(1), cluster.peer_addr(1));
+
+    // Raft on the client port: the service does not exist there.
+    let mut raft = RaftClient::connect(format!("http://{client_addr}"))
+        .await
+        .expect("connect to the client port");
+    let vote = tokio::time::timeout(
+        Duration::from_secs(10),
+        raft.vote(envelope("ringkv", 0, 1, b"")),
+    )
+    .await;
+    let status = vote
+        .expect("the client port answers within 10 s")
+        .expect_err("a vote on the client port must not be served");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        raft.append_stream(futures::stream::iter(vec![envelope("ringkv", 0, 1, b"")])),
+    )
+    .await;
+    let status = stream
+        .expect("the client port answers within 10 s")
+        .expect_err("an append stream on the client port must not be served");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // Raft on the peer port: served (this envelope is refused by the service itself).
+    let mut raft = RaftClient::connect(format!("http://{peer_addr}"))
+        .await
+        .expect("connect to the peer port");
+    let vote = tokio::time::timeout(
+        Duration::from_secs(10),
+        raft.vote(envelope("someone-else", 0, 1, b"")),
+    )
+    .await;
+    let status = vote
+        .expect("the peer port answers within 10 s")
+        .expect_err("a vote for another cluster is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    // The client API on the peer port: not there.
+    let mut kv = KvClient::connect(format!("http://{peer_addr}"))
+        .await
+        .expect("connect to the peer port");
+    let get = tokio::time::timeout(Duration::from_secs(10), kv.get(GetRequest::default())).await;
+    let status = get
+        .expect("the peer port answers within 10 s")
+        .expect_err("a get on the peer port must not be served");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let mut admin = ClusterClient::connect(format!("http://{peer_addr}"))
+        .await
+        .expect("connect to the peer port");
+    let status = tokio::time::timeout(Duration::from_secs(10), admin.status(StatusRequest {}))
+        .await
+        .expect("the peer port answers within 10 s")
+        .expect_err("cluster status on the peer port must not be served");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // And the client API still works on the client port, reporting the peer address.
+    let mut admin = ClusterClient::connect(format!("http://{client_addr}"))
+        .await
+        .expect("connect to the client port");
+    let view = admin
+        .status(StatusRequest {})
+        .await
+        .expect("status on the client port")
+        .into_inner();
+    let me = view
+        .nodes
+        .iter()
+        .find(|n| n.id == 1)
+        .expect("node 1 listed");
+    assert_eq!((&me.addr, &me.peer_addr), (&client_addr, &peer_addr));
 }

@@ -23,6 +23,9 @@ use crate::faultfs::FaultFs;
 
 /// Client port every node listens on inside its namespace.
 pub const PORT: u16 = 7001;
+/// Peer (Raft) port every node listens on inside its namespace (`--peer-listen`). Partitions
+/// cut by source address (see `net.rs`), so they cut this port as well as the client port.
+pub const PEER_PORT: u16 = 7101;
 
 struct Node {
     child: Option<Child>,
@@ -50,6 +53,8 @@ pub struct Db {
     nodes: Vec<Node>,
     peers: String,
     addrs: Vec<String>,
+    /// Every node's `--peer-listen`, node 1 first.
+    peer_addrs: Vec<String>,
     namespaces: Vec<String>,
     env: Vec<(String, String)>,
     /// Node `id`'s fault filesystem at `disks[id - 1]` (empty without storage faults). Declared
@@ -69,10 +74,14 @@ impl Db {
         options: DbOptions,
     ) -> Result<Db, HarnessError> {
         let addrs: Vec<String> = (1..=n).map(|id| format!("{}:{PORT}", net.ip(id))).collect();
+        let peer_addrs: Vec<String> = (1..=n)
+            .map(|id| format!("{}:{PEER_PORT}", net.ip(id)))
+            .collect();
         let peers = addrs
             .iter()
+            .zip(&peer_addrs)
             .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
+            .map(|(i, (a, p))| format!("{}={a}@{p}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
         let mut db = Db {
@@ -87,6 +96,7 @@ impl Db {
                 .collect(),
             peers,
             addrs,
+            peer_addrs,
             namespaces: (1..=n).map(|id| net.ns(id)).collect(),
             env: options.env,
             disks: Vec::new(),
@@ -205,6 +215,8 @@ impl Db {
                 &id.to_string(),
                 "--listen",
                 &self.addrs[id - 1],
+                "--peer-listen",
+                &self.peer_addrs[id - 1],
                 "--peers",
                 &self.peers,
             ])

@@ -1,8 +1,10 @@
 //! Real network faults: every node runs in its own network namespace, joined to the harness
 //! (in the root namespace) by a veth pair on a bridge. Cutting a link installs a packet filter
 //! DROP rule inside the receiving node's namespace, so nodes see real timeouts and connection
-//! failures; healing flushes the rules. Clients in the root namespace always reach every node,
-//! as in Jepsen, where partitions split the servers from each other.
+//! failures; healing flushes the rules. A rule matches the sending node's address, not a port,
+//! so a cut covers every port of the receiver: the client port (forwarded requests, status) and
+//! the peer port (Raft) alike. Clients in the root namespace always reach every node, as in
+//! Jepsen, where partitions split the servers from each other.
 //!
 //! Names and the subnet derive from a per-run id, so concurrent runs do not collide; `Drop`
 //! removes everything this run created, also after a failure.

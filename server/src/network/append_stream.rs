@@ -13,7 +13,8 @@
 //!   produce (its Raft failed) ends the stream with a typed status (`errors::fatal_status`),
 //!   which the leader maps to `Unreachable`.
 //! - While any request is unanswered, each wait for the next reply is bounded by the RPC's
-//!   deadline (`hard_ttl`, the heartbeat interval, as for unary appends); a stream with nothing
+//!   deadline (half the election timeout, as for unary appends; see `node::append_timeout`,
+//!   not openraft's `hard_ttl`, the heartbeat interval); a stream with nothing
 //!   outstanding may idle (the follower side is bounded by HTTP/2 keepalive).
 //! - Every message of a stream carries the full envelope and is checked like a unary call; a
 //!   message for another shard, cluster or node ends the stream with an error.

@@ -29,6 +29,7 @@ use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream;
 use crate::network::errors::{TransportError, map_status, network, unreachable};
+use crate::network::peer_health::PeerHealth;
 use crate::network::pool::{ChannelPool, Purpose};
 use crate::shard::snapshot::SnapshotFile;
 use crate::typ::{Node, NodeId, Snapshot, TypeConfig, Vote};
@@ -46,6 +47,11 @@ pub struct NetContext {
     pub self_id: NodeId,
     pub pool: ChannelPool,
     pub message_bytes_max: usize,
+    /// Which peers answer (paces calls to a peer that is down, and logs its outages).
+    pub peers: PeerHealth,
+    /// Deadline of an append, unary or on a stream (`node::append_timeout`: half the election
+    /// timeout), used where it is longer than the one openraft passes (its heartbeat interval).
+    pub append_timeout: Duration,
 }
 
 /// Builds clients for one shard.
@@ -72,6 +78,7 @@ pub struct PeerClient {
     ctx: Arc<NetContext>,
     shard: u32,
     target: NodeId,
+    /// The target's peer address ([`Node::peer_addr`]): Raft is not served on client ports.
     addr: String,
     /// The target's incarnation as this shard's membership records it (sent with votes).
     target_incarnation: u64,
@@ -95,11 +102,19 @@ impl PeerClient {
             ctx: f.ctx.clone(),
             shard: f.shard,
             target,
-            addr: node.addr.clone(),
+            addr: node.peer_addr(),
             target_incarnation: node.incarnation,
             purpose,
             stream_unsupported: false,
         }
+    }
+
+    /// The deadline of an append: openraft's, or [`NetContext::append_timeout`] if longer. A
+    /// heartbeat is still bounded by openraft's own timeout around it (the heartbeat
+    /// interval; the next heartbeat carries the same facts); appends on a replication stream
+    /// are not, so a busy follower's late reply no longer breaks the stream.
+    fn append_ttl(&self, option: &RPCOption) -> Duration {
+        option.hard_ttl().max(self.ctx.append_timeout)
     }
 
     fn client(&self) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
@@ -113,7 +128,20 @@ impl PeerClient {
             .max_encoding_message_size(self.ctx.message_bytes_max))
     }
 
+    /// One call, paced and recorded by the node's [`PeerHealth`].
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        self.ctx.peers.pace(self.target, timeout).await;
+        let r = self.call_once(method, req, timeout).await;
+        self.ctx.peers.record(self.target, &self.addr, &r);
+        r
+    }
+
+    async fn call_once<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         method: Method,
         req: &Req,
@@ -148,6 +176,49 @@ impl PeerClient {
             Reply::Err(e) => Err(unreachable(TransportError::RemoteRaft(e))),
         }
     }
+
+    /// Opens an append stream to the target; resolves once it answered the stream's head.
+    async fn open_append_stream<S>(
+        &mut self,
+        input: S,
+        ttl: Duration,
+    ) -> Result<append_stream::ResultStream<'static>, RPCError<TypeConfig>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let client = self.client()?;
+        let (cluster_id, shard_id, from, to, to_incarnation) = (
+            self.ctx.cluster_id.clone(),
+            self.shard,
+            self.ctx.self_id,
+            self.target,
+            self.target_incarnation,
+        );
+        let envelope = move |payload: bytes::Bytes| RaftRequest {
+            cluster_id: cluster_id.clone(),
+            shard_id,
+            from,
+            to,
+            payload,
+            to_incarnation,
+        };
+        let (outbound, tracker) = append_stream::outbound(input, envelope);
+        let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(s)) => {
+                if s.code() == Code::Unimplemented {
+                    tracing::info!(
+                        target_node = to,
+                        "peer has no AppendStream; replicating with unary appends"
+                    );
+                    self.stream_unsupported = true;
+                }
+                return Err(map_status(s));
+            }
+            Err(e) => return Err(network(e)),
+        };
+        Ok(append_stream::replies(inbound, tracker, ttl))
+    }
 }
 
 /// Opens an `AppendStream` call; resolves once the follower's response headers arrive.
@@ -166,7 +237,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Method::Append, &rpc, option.hard_ttl()).await
+        self.call(Method::Append, &rpc, self.append_ttl(&option))
+            .await
     }
 
     fn stream_append<'s, S>(
@@ -188,39 +260,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             return stream_append_sequential(self, input, option);
         }
         Box::pin(async move {
-            let client = self.client()?;
-            let (cluster_id, shard_id, from, to, to_incarnation) = (
-                self.ctx.cluster_id.clone(),
-                self.shard,
-                self.ctx.self_id,
-                self.target,
-                self.target_incarnation,
-            );
-            let envelope = move |payload: bytes::Bytes| RaftRequest {
-                cluster_id: cluster_id.clone(),
-                shard_id,
-                from,
-                to,
-                payload,
-                to_incarnation,
-            };
-            let (outbound, tracker) = append_stream::outbound(input, envelope);
-            let ttl = option.hard_ttl();
-            let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(s)) => {
-                    if s.code() == Code::Unimplemented {
-                        tracing::info!(
-                            target_node = to,
-                            "peer has no AppendStream; replicating with unary appends"
-                        );
-                        self.stream_unsupported = true;
-                    }
-                    return Err(map_status(s));
-                }
-                Err(e) => return Err(network(e)),
-            };
-            Ok(append_stream::replies(inbound, tracker, ttl))
+            let ttl = self.append_ttl(&option);
+            self.ctx.peers.pace(self.target, ttl).await;
+            let opened = self.open_append_stream(input, ttl).await;
+            self.ctx.peers.record(self.target, &self.addr, &opened);
+            opened
         })
     }
 

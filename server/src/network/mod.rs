@@ -8,12 +8,17 @@
 //! - [`append_stream`]: pipelined replication on one bidirectional stream per (leader, follower,
 //!   shard) session, both sides.
 //! - [`server`]: the `Raft` gRPC service, which checks the envelope before touching Raft.
+//! - [`peer_health`]: which peers answer, shared by every shard: paces calls to a peer that is
+//!   down and logs each outage once, with a periodic summary, instead of once per attempt.
+//! - [`peer_server`]: the peer listener serving it, on its own port and runtime.
 //! - [`errors`]: the transport's errors and their mapping, both sides (statuses with kinds to
 //!   openraft's `Unreachable`/`NetworkError`; a failed Raft to a status with its kind).
 
 pub mod append_stream;
 pub mod client;
 pub mod errors;
+pub mod peer_health;
+pub mod peer_server;
 pub mod pool;
 pub mod server;
 

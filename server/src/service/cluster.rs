@@ -24,9 +24,9 @@ use crate::shard::Shard;
 pub struct ClusterService {
     pub cluster_id: String,
     pub router: Arc<Router>,
-    /// Node id → client address, as given at start (`--peers`); used until the shards know
-    /// their membership.
-    pub peers: BTreeMap<u64, String>,
+    /// Node id → member record (addresses), as given at start (`--peers`); used until the
+    /// shards know their membership.
+    pub peers: BTreeMap<u64, crate::typ::Node>,
     /// This node's data-directory incarnation (reported in `Status`).
     pub incarnation: u64,
     /// Whether this node is out of disk space (reported in `Status`).
@@ -58,7 +58,14 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberChangeResponse>, Status> {
         let req = request.into_inner();
         let shard = self.shard(&req.cluster_id, req.shard)?;
-        let step = membership::add(shard, self.router.self_id, req.node_id, &req.addr).await?;
+        let step = membership::add(
+            shard,
+            self.router.self_id,
+            req.node_id,
+            &req.addr,
+            &req.peer_addr,
+        )
+        .await?;
         Ok(Response::new(answer(step)))
     }
 
@@ -116,7 +123,7 @@ impl ClusterService {
         for shard in self.router.shards.iter() {
             let m = shard.metrics();
             for (id, node) in m.membership_config.membership().nodes() {
-                nodes.entry(*id).or_insert_with(|| node.addr.clone());
+                nodes.entry(*id).or_insert_with(|| node.clone());
             }
             let min_matched = m.replication.as_ref().map(|r| {
                 r.values()
@@ -158,7 +165,11 @@ impl ClusterService {
             ring_vnodes: self.router.ring.vnodes(),
             nodes: nodes
                 .into_iter()
-                .map(|(id, addr)| NodeInfo { id, addr })
+                .map(|(id, node)| NodeInfo {
+                    id,
+                    peer_addr: node.peer_addr(),
+                    addr: node.addr,
+                })
                 .collect(),
             shards,
             version: env!("CARGO_PKG_VERSION").to_string(),
