@@ -62,6 +62,9 @@ pub struct Metrics {
     wal_segments: IntGauge,
     wal_rewrites: IntGauge,
     shard_wal_segments_pinned: IntGaugeVec,
+    shard_log_bytes: IntGaugeVec,
+    snapshots_triggered_by_bytes: IntCounterVec,
+    log_purges_triggered_by_bytes: IntCounterVec,
     storage_failed: IntGauge,
     disk_full: IntGauge,
     disk_free_bytes: IntGauge,
@@ -290,6 +293,31 @@ impl Metrics {
                 "ringkv_shard_wal_segments_pinned",
                 "Write-ahead log segments this shard keeps from removal (entries not yet purged or copied forward).",
             )?,
+            shard_log_bytes: shard_gauge(
+                &r,
+                "ringkv_shard_log_bytes",
+                "Bytes of this replica's unpurged Raft log entries (payload plus 64 per entry), the measure --snapshot-log-mb bounds.",
+            )?,
+            snapshots_triggered_by_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_snapshots_triggered_by_bytes_total",
+                        "Snapshots this replica asked for because its log entries since the last one passed --snapshot-log-mb.",
+                    ),
+                    &["shard"],
+                )?,
+            )?,
+            log_purges_triggered_by_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_log_purges_triggered_by_bytes_total",
+                        "Purges this replica asked for because the entries kept behind its snapshot passed a quarter of --snapshot-log-mb.",
+                    ),
+                    &["shard"],
+                )?,
+            )?,
             storage_failed: register(
                 &r,
                 IntGauge::new(
@@ -363,6 +391,14 @@ impl Metrics {
         crate::storage::wal::FlushObservers {
             flush_seconds: self.flush_seconds.clone(),
             waiters_per_flush: self.waiters_per_flush.clone(),
+        }
+    }
+
+    /// Handles the byte-based compaction task counts into.
+    pub fn compaction_observers(&self) -> crate::shard::compaction::Observers {
+        crate::shard::compaction::Observers {
+            snapshots_triggered: self.snapshots_triggered_by_bytes.clone(),
+            purges_triggered: self.log_purges_triggered_by_bytes.clone(),
         }
     }
 
@@ -443,6 +479,9 @@ impl Metrics {
             self.shard_wal_segments_pinned
                 .with_label_values(&l)
                 .set(pinned as i64);
+            self.shard_log_bytes
+                .with_label_values(&l)
+                .set(i64::try_from(storage.wal.live_bytes(shard.id)).unwrap_or(i64::MAX));
         }
         if let Ok(bytes) = db.size_on_disk() {
             self.sled_disk_bytes.set(bytes as i64);

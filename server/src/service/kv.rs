@@ -262,10 +262,12 @@ impl KvService {
         // check itself.
         let watch = shard.raft.metrics();
         let m = watch.borrow_watched();
-        self.space.check_write(m.membership_config.membership().voter_ids()).map_err(|e| {
-            self.metrics.count_disk_full_refusal();
-            KvError::DiskFull(e)
-        })
+        self.space
+            .check_write(m.membership_config.membership().voter_ids())
+            .map_err(|e| {
+                self.metrics.count_disk_full_refusal();
+                KvError::DiskFull(e)
+            })
     }
 
     /// Runs a write locally or at the leader.
