@@ -12,6 +12,9 @@ use crate::service::limits::{
 
 /// The longest `--queue-time-max-ms` accepted (a wait beyond it is no admission control).
 pub const QUEUE_TIME_MAX_MS_CEILING: u64 = 600_000;
+/// The largest `--snapshot-log-mb` (64 GiB: beyond that the log's entries, all held in memory
+/// until purged, outgrow any node this runs on).
+pub const SNAPSHOT_LOG_MB_MAX: u64 = 65_536;
 
 /// Flags of `ringkv-server` (design section 8).
 #[derive(clap::Args, Debug, Clone)]
@@ -71,6 +74,11 @@ pub struct NodeArgs {
     /// up from the log instead of a full snapshot.
     #[arg(long, default_value_t = 1000)]
     pub log_keep_entries: u64,
+    /// Also build a snapshot once a shard's applied log entries since its last one take more
+    /// than this many MiB, and keep at most a quarter of this behind a snapshot (fewer than
+    /// `--log-keep-entries` when those are large). 0: off (entry counts only).
+    #[arg(long, default_value_t = 64)]
+    pub snapshot_log_mb: u64,
     /// A write not committed within this is answered "outcome unknown".
     #[arg(long, default_value_t = 10_000)]
     pub write_timeout_ms: u64,
@@ -123,6 +131,8 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub snapshot_logs: u64,
     pub log_keep_entries: u64,
+    /// `--snapshot-log-mb` in bytes (0: off).
+    pub snapshot_log_bytes: u64,
     pub write_timeout_ms: u64,
     pub read_timeout_ms: u64,
     pub inflight_requests_max: usize,
@@ -381,6 +391,12 @@ impl NodeArgs {
         if self.snapshot_logs < 10 {
             return Err(bad("snapshot_logs", "must be at least 10"));
         }
+        if self.snapshot_log_mb > SNAPSHOT_LOG_MB_MAX {
+            return Err(bad(
+                "snapshot_log_mb",
+                format!("must be at most {SNAPSHOT_LOG_MB_MAX} (0: off)"),
+            ));
+        }
         if self.log_format != "text" && self.log_format != "json" {
             return Err(bad("log_format", "must be text or json"));
         }
@@ -398,6 +414,7 @@ impl NodeArgs {
             election_timeout_ms: self.election_timeout_ms,
             snapshot_logs: self.snapshot_logs,
             log_keep_entries: self.log_keep_entries,
+            snapshot_log_bytes: self.snapshot_log_mb * 1024 * 1024,
             write_timeout_ms: self.write_timeout_ms,
             read_timeout_ms: self.read_timeout_ms,
             inflight_requests_max: self.inflight_requests_max,
@@ -578,5 +595,43 @@ mod queue_time_tests {
             cli.node.validate().map(|c| c.queue_time_max_ms).ok(),
             Some(20)
         );
+    }
+
+    fn args(extra: &[&str]) -> NodeArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            node: NodeArgs,
+        }
+        let base = [
+            "ringkv-server",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:7001",
+            "--peers",
+            "1=127.0.0.1:7001",
+            "--data-dir",
+            "/tmp/unused",
+        ];
+        let argv = base.iter().chain(extra).copied();
+        <Cli as clap::Parser>::try_parse_from(argv)
+            .map(|c| c.node)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn snapshot_log_mb_defaults_to_64_mib_and_is_bounded() {
+        let bytes = |extra: &[&str]| args(extra).validate().map(|c| c.snapshot_log_bytes);
+        assert_eq!(bytes(&[]).ok(), Some(64 * 1024 * 1024));
+        assert_eq!(bytes(&["--snapshot-log-mb", "0"]).ok(), Some(0));
+        assert_eq!(
+            bytes(&["--snapshot-log-mb", "65536"]).ok(),
+            Some(65_536 * 1024 * 1024)
+        );
+        let err = bytes(&["--snapshot-log-mb", "65537"])
+            .err()
+            .map(|e| e.field);
+        assert_eq!(err.as_deref(), Some("snapshot_log_mb"));
     }
 }

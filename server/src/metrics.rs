@@ -67,6 +67,9 @@ pub struct Metrics {
     wal_segments: IntGauge,
     wal_rewrites: IntGauge,
     shard_wal_segments_pinned: IntGaugeVec,
+    shard_log_bytes: IntGaugeVec,
+    snapshots_triggered_by_bytes: IntCounterVec,
+    log_purges_triggered_by_bytes: IntCounterVec,
     storage_failed: IntGauge,
     disk_full: IntGauge,
     disk_free_bytes: IntGauge,
@@ -329,6 +332,31 @@ impl Metrics {
                 "ringkv_shard_wal_segments_pinned",
                 "Write-ahead log segments this shard keeps from removal (entries not yet purged or copied forward).",
             )?,
+            shard_log_bytes: shard_gauge(
+                &r,
+                "ringkv_shard_log_bytes",
+                "Bytes of this replica's unpurged Raft log entries (payload plus 64 per entry), the measure --snapshot-log-mb bounds.",
+            )?,
+            snapshots_triggered_by_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_snapshots_triggered_by_bytes_total",
+                        "Snapshots this replica asked for because its log entries since the last one passed --snapshot-log-mb.",
+                    ),
+                    &["shard"],
+                )?,
+            )?,
+            log_purges_triggered_by_bytes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ringkv_log_purges_triggered_by_bytes_total",
+                        "Purges this replica asked for because the entries kept behind its snapshot passed a quarter of --snapshot-log-mb.",
+                    ),
+                    &["shard"],
+                )?,
+            )?,
             storage_failed: register(
                 &r,
                 IntGauge::new(
@@ -415,6 +443,14 @@ impl Metrics {
         }
     }
 
+    /// Handles the byte-based compaction task counts into.
+    pub fn compaction_observers(&self) -> crate::shard::compaction::Observers {
+        crate::shard::compaction::Observers {
+            snapshots_triggered: self.snapshots_triggered_by_bytes.clone(),
+            purges_triggered: self.log_purges_triggered_by_bytes.clone(),
+        }
+    }
+
     pub fn count_disk_full_refusal(&self) {
         self.disk_full_refusals.inc();
     }
@@ -492,6 +528,9 @@ impl Metrics {
             self.shard_wal_segments_pinned
                 .with_label_values(&l)
                 .set(pinned as i64);
+            self.shard_log_bytes
+                .with_label_values(&l)
+                .set(i64::try_from(storage.wal.live_bytes(shard.id)).unwrap_or(i64::MAX));
         }
         if let Ok(bytes) = db.size_on_disk() {
             self.sled_disk_bytes.set(bytes as i64);

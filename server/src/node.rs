@@ -288,7 +288,7 @@ pub async fn run(
     let admin = match admin_listener {
         Some(listener) => {
             let state = Arc::new(AdminState {
-                metrics,
+                metrics: metrics.clone(),
                 shards: shards.clone(),
                 db: db.clone(),
                 cluster,
@@ -325,6 +325,18 @@ pub async fn run(
         space.clone(),
         cancel.clone(),
     ));
+    let compaction = crate::shard::compaction::Policy::from_snapshot_log_bytes(
+        cfg.snapshot_log_bytes,
+    )
+    .map(|policy| {
+        tokio::spawn(crate::shard::compaction::run(
+            shards.clone(),
+            wal.clone(),
+            policy,
+            metrics.compaction_observers(),
+            cancel.clone(),
+        ))
+    });
     let space_sampler = tokio::spawn(space.clone().run(cancel.clone()));
     let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(
         cfg.id,
@@ -358,6 +370,9 @@ pub async fn run(
     let _ = balancer.await;
     let _ = readmit.await;
     let _ = space_sampler.await;
+    if let Some(compaction) = compaction {
+        let _ = compaction.await;
+    }
     let _ = leadership_log.await;
     if let Some(admin) = admin {
         match admin.await {

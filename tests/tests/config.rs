@@ -50,6 +50,11 @@ fn a_bad_configuration_stops_the_server_with_exit_2_and_one_line() {
             "peer_listen",
         ),
         (
+            "snapshot log bytes past the ceiling",
+            format!("{base}snapshot_log_mb = 65537\n"),
+            "snapshot_log_mb",
+        ),
+        (
             "both --peers and --join",
             format!("{base}join = \"127.0.0.1:1\"\n"),
             "join",

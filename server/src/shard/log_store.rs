@@ -55,12 +55,14 @@ impl LogStore {
         if start >= end {
             return Ok(out);
         }
-        let Some(first) = log.entries.front().map(|e| e.index()) else {
+        let Some(first) = log.entries().front().map(|e| e.index()) else {
             return Ok(out);
         };
-        let from = log.position(start.max(first)).unwrap_or(log.entries.len());
+        let from = log
+            .position(start.max(first))
+            .unwrap_or(log.entries().len());
         let mut bytes = 0usize;
-        for e in log.entries.range(from..) {
+        for e in log.entries().range(from..) {
             if e.index() >= end {
                 break;
             }
@@ -120,7 +122,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let log = self.lock()?;
-        let last = log.entries.back().map(|e| e.log_id());
+        let last = log.entries().back().map(|e| e.log_id());
         Ok(LogState {
             last_purged_log_id: log.purged,
             last_log_id: last.or_else(|| log.purged),

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod buffer;
 pub mod clock;
 pub mod command;
+pub mod compaction;
 pub mod cut;
 pub mod log_store;
 pub mod snapshot;

@@ -4,6 +4,13 @@
 //! `u32` key length, key, `u32` value length, value (raw state-machine tree entries), an end
 //! marker `u32::MAX`, and last the `u64` xxh3 of every byte before it.
 //!
+//! The magic's last byte is the format version: a file of another version (`RKVSNAP2`, written
+//! by a newer release) is refused with [`SnapshotFormatError::UnsupportedVersion`] before its
+//! checksum is read (a newer format may place it elsewhere), never read as this format or as
+//! an empty snapshot; any other damage is [`SnapshotFormatError::Corrupt`]. Both travel inside
+//! the `io::Error` (kind `InvalidData`) openraft's storage traits require; [`format_error`]
+//! gets them back.
+//!
 //! Invariants: a file is written to a temporary name, fsynced, renamed, and its directory
 //! fsynced before anyone is told it exists; a file whose checksum or framing is wrong is
 //! refused as a whole before any of it is installed; record sizes are bounded so a corrupt or
@@ -19,6 +26,8 @@ use crate::codec::{decode, encode};
 use crate::typ::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"RKVSNAP1";
+/// The magic without its version byte.
+const MAGIC_FAMILY: &[u8; 7] = b"RKVSNAP";
 const END_MARKER: u32 = u32::MAX;
 /// Larger than any legal key or value (plus its prefix); anything bigger is corruption.
 const RECORD_BYTES_MAX: u32 = 1024 * 1024;
@@ -81,16 +90,59 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Why a snapshot file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotFormatError {
+    /// A snapshot of a format version this binary does not read (a newer release wrote it).
+    #[error(
+        "snapshot format version {found:?} is not one this binary reads (it reads \"1\"): written by a newer release"
+    )]
+    UnsupportedVersion { found: String },
+    /// Damaged or not a snapshot: bad magic, framing or checksum.
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+impl From<SnapshotFormatError> for io::Error {
+    fn from(e: SnapshotFormatError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// The snapshot format error inside `e`, if it is one.
+pub fn format_error(e: &io::Error) -> Option<&SnapshotFormatError> {
+    e.get_ref()?.downcast_ref()
+}
+
 fn corrupt(what: impl Into<String>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("corrupt snapshot: {}", what.into()),
-    )
+    SnapshotFormatError::Corrupt(what.into()).into()
+}
+
+/// Checks a file's first 8 bytes: this format, another version of it, or not a snapshot.
+fn check_magic(magic: &[u8; 8]) -> Result<(), SnapshotFormatError> {
+    if magic == MAGIC {
+        Ok(())
+    } else if magic.starts_with(MAGIC_FAMILY) {
+        Err(SnapshotFormatError::UnsupportedVersion {
+            found: String::from_utf8_lossy(&magic[MAGIC_FAMILY.len()..]).into_owned(),
+        })
+    } else {
+        Err(SnapshotFormatError::Corrupt("bad magic".into()))
+    }
+}
+
+/// Reads and checks the magic at the file's start.
+fn read_magic(r: &mut impl Read) -> io::Result<()> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|_| corrupt("no header"))?;
+    Ok(check_magic(&magic)?)
 }
 
 /// Checks the whole file (framing and checksum) and returns its meta. Reads from the start.
 pub fn verify(file: &mut File) -> io::Result<SnapshotMeta> {
     file.seek(SeekFrom::Start(0))?;
+    // The version first: another format's checksum may not be where this one's is.
+    read_magic(file)?;
     let len = file.metadata()?.len();
     if len < (MAGIC.len() + 4 + 4 + 8) as u64 {
         return Err(corrupt("file too short"));
@@ -116,13 +168,7 @@ impl<'a> Reader<'a> {
     pub fn open(file: &'a mut File) -> io::Result<Self> {
         file.seek(SeekFrom::Start(0))?;
         let mut inner = BufReader::with_capacity(1 << 20, &*file);
-        let mut magic = [0u8; 8];
-        inner
-            .read_exact(&mut magic)
-            .map_err(|_| corrupt("no header"))?;
-        if &magic != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
+        read_magic(&mut inner)?;
         let meta_len = read_u32(&mut inner)?;
         if meta_len > META_BYTES_MAX {
             return Err(corrupt("meta too large"));
@@ -237,7 +283,67 @@ mod tests {
         bytes[mid] ^= 1;
         fs::write(&path, bytes)?;
         let err = verify(&mut File::open(&path)?).err();
+        assert!(matches!(
+            err.as_ref().and_then(format_error),
+            Some(SnapshotFormatError::Corrupt(_))
+        ));
         assert!(err.is_some_and(|e| e.to_string().contains("checksum")));
+        Ok(())
+    }
+
+    /// A file of another format version (or not a snapshot at all) is refused with a typed
+    /// error, by `verify` and by `Reader::open` alike, however sound the rest of it is.
+    #[test]
+    fn another_format_version_or_magic_is_refused_by_kind() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let recs = [Ok((b"k".to_vec(), b"v".to_vec()))];
+        let path = write(dir.path(), &file_name(1), &meta(), recs)?;
+        let good = fs::read(&path)?;
+        let with_magic = |magic: &[u8; 8]| -> io::Result<File> {
+            let mut bytes = good.clone();
+            bytes[..8].copy_from_slice(magic);
+            // A valid checksum over the changed header: only the version can be refused.
+            let body = bytes.len() - 8;
+            let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
+            bytes[body..].copy_from_slice(&sum.to_le_bytes());
+            fs::write(&path, bytes)?;
+            File::open(&path)
+        };
+        for (magic, expected) in [
+            (
+                b"RKVSNAP2",
+                SnapshotFormatError::UnsupportedVersion { found: "2".into() },
+            ),
+            (
+                b"RKVSNAP\xff",
+                SnapshotFormatError::UnsupportedVersion {
+                    found: "\u{fffd}".into(),
+                },
+            ),
+            (
+                b"NOTASNAP",
+                SnapshotFormatError::Corrupt("bad magic".into()),
+            ),
+        ] {
+            let err = verify(&mut with_magic(magic)?).err();
+            assert_eq!(err.as_ref().and_then(format_error), Some(&expected));
+            assert_eq!(err.map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+            let err = Reader::open(&mut with_magic(magic)?).err();
+            assert_eq!(err.as_ref().and_then(format_error), Some(&expected));
+        }
+        // A newer format need not keep this one's checksum: its version is what is reported.
+        let mut newer = good.clone();
+        newer[..8].copy_from_slice(b"RKVSNAP2");
+        newer.extend_from_slice(b"a longer trailer");
+        fs::write(&path, newer)?;
+        let err = verify(&mut File::open(&path)?).err();
+        assert!(matches!(
+            err.as_ref().and_then(format_error),
+            Some(SnapshotFormatError::UnsupportedVersion { .. })
+        ));
+        // The same file with this version's magic reads.
+        let mut f = with_magic(MAGIC)?;
+        verify(&mut f)?;
         Ok(())
     }
 }

@@ -32,8 +32,9 @@
 //! - A new segment starts with each shard's vote, committed and purged ids, so a segment is
 //!   removable once every entry in it is purged or copied forward into a newer segment (see
 //!   `Writer::rewrite_forward`); removal goes oldest first.
-//! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy and
-//!   `--log-keep-entries` bound them.
+//! - Unpurged entries stay in memory (readers never touch the disk); the snapshot policy,
+//!   `--log-keep-entries` and the byte bounds of `--snapshot-log-mb` (`shard::compaction`)
+//!   bound them.
 //!
 //! Parts: `record` (the on-disk format: segment header, framing, checksum, versions),
 //! `replay` (rebuilding the logs from the segments at start, torn tail or damage), `writer`
@@ -322,6 +323,17 @@ impl Wal {
             self.shared.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Bytes of `shard`'s unpurged entries (as `entry_bytes` counts them); 0 for a shard the
+    /// log does not hold.
+    pub fn live_bytes(&self, shard: u32) -> u64 {
+        let log = match self.shared.shards.lock() {
+            Ok(shards) => shards.get(&shard).cloned(),
+            Err(_) => None,
+        };
+        log.and_then(|log| log.lock().ok().map(|l| l.live_bytes()))
+            .unwrap_or(0)
     }
 
     /// The log's footprint as of the last write.

@@ -18,7 +18,7 @@ use openraft::storage::IOFlushed;
 use tokio::sync::oneshot;
 
 use super::record::{
-    MetaChange, Record, SEGMENT_HEADER_BYTES, ShardMeta, entry_bytes, frame, seal, segment_header,
+    MetaChange, Record, SEGMENT_HEADER_BYTES, ShardMeta, frame, seal, segment_header,
 };
 use super::{PENDING_BYTES_MAX, Shared, lock, merge_max, segment_path};
 use crate::codec::encode;
@@ -621,7 +621,7 @@ impl Writer {
                 continue;
             };
             let log = lock(log).map_err(at)?;
-            let live_bytes: usize = log.entries.iter().map(entry_bytes).sum();
+            let live_bytes: usize = log.live_bytes() as usize;
             if live_bytes > REWRITE_BYTES_MAX {
                 return Ok(());
             }
@@ -634,10 +634,10 @@ impl Writer {
         for (shard, log) in logs {
             let record = Record::Append {
                 shard,
-                entries: &log.entries,
+                entries: log.entries(),
             };
             frame(&mut pending.buf, &encode(&record).map_err(at)?);
-            if let Some(last) = log.entries.back() {
+            if let Some(last) = log.entries().back() {
                 merge_max(&mut pending.max_index, [(shard, last.index())]);
             }
             pending.rewrites.push(shard);

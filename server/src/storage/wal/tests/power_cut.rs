@@ -216,7 +216,11 @@ fn replay(dir: &Path) -> Result<BTreeMap<u32, Vec<Vec<u8>>>, TestCaseError> {
     let mut out = BTreeMap::new();
     for (shard, log) in shards.iter() {
         let log = lock(log)?;
-        let entries = log.entries.iter().map(encode).collect::<io::Result<_>>()?;
+        let entries = log
+            .entries()
+            .iter()
+            .map(encode)
+            .collect::<io::Result<_>>()?;
         out.insert(*shard, entries);
     }
     Ok(out)
