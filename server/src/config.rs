@@ -433,6 +433,43 @@ impl NodeArgs {
     }
 }
 
+/// Test helpers: `ringkv-server`'s node flags parsed from an argument list.
+#[cfg(test)]
+pub(crate) mod test_args {
+    use super::NodeArgs;
+
+    #[derive(clap::Parser)]
+    pub(crate) struct Cli {
+        #[command(flatten)]
+        pub(crate) node: NodeArgs,
+    }
+
+    /// A one-node cluster on 127.0.0.1:7001 with its data in /tmp/unused.
+    pub(crate) const ONE_NODE: [&str; 8] = [
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:7001",
+        "--peers",
+        "1=127.0.0.1:7001",
+        "--data-dir",
+        "/tmp/unused",
+    ];
+
+    /// [`ONE_NODE`], then `extra`.
+    pub(crate) fn one_node(extra: &[&str]) -> NodeArgs {
+        parse(ONE_NODE.iter().chain(extra).copied())
+    }
+
+    /// `argv` (without the program name), parsed; panics on flags clap refuses.
+    pub(crate) fn parse<'a>(argv: impl IntoIterator<Item = &'a str>) -> NodeArgs {
+        let argv = std::iter::once("ringkv-server").chain(argv);
+        <Cli as clap::Parser>::try_parse_from(argv)
+            .map(|c| c.node)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,18 +525,12 @@ mod tests {
     }
 
     fn args(listen: &str, peer_listen: Option<&str>, peers: &str) -> NodeArgs {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            node: NodeArgs,
-        }
-        let mut argv = vec!["x", "--id", "1", "--data-dir", "/d", "--listen", listen];
+        let mut argv = vec!["--id", "1", "--data-dir", "/d", "--listen", listen];
         argv.extend(["--peers", peers]);
         if let Some(p) = peer_listen {
             argv.extend(["--peer-listen", p]);
         }
-        Cli::parse_from(argv).node
+        test_args::parse(argv)
     }
 
     #[test]
@@ -539,30 +570,11 @@ mod tests {
 mod queue_time_tests {
     use clap::{CommandFactory, Parser};
 
+    use super::test_args::{Cli, ONE_NODE, one_node};
     use super::*;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        node: NodeArgs,
-    }
-
-    const BASE: [&str; 7] = [
-        "ringkv-server",
-        "--id",
-        "1",
-        "--listen",
-        "127.0.0.1:7001",
-        "--peers",
-        "1=127.0.0.1:7001",
-    ];
-
     fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv: Vec<&str> = BASE.to_vec();
-        argv.extend(["--data-dir", "/tmp/unused"]);
-        argv.extend(extra);
-        let cli = Cli::try_parse_from(argv).map_err(|e| bad("argv", e.to_string()))?;
-        cli.node.validate()
+        one_node(extra).validate()
     }
 
     #[test]
@@ -586,8 +598,8 @@ mod queue_time_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("node.toml");
         std::fs::write(&file, "queue_time_max_ms = 20\n").expect("write");
-        let mut argv: Vec<std::ffi::OsString> = BASE.iter().map(Into::into).collect();
-        argv.extend(["--data-dir".into(), "/tmp/unused".into()]);
+        let mut argv: Vec<std::ffi::OsString> = vec!["ringkv-server".into()];
+        argv.extend(ONE_NODE.iter().map(Into::into));
         argv.extend(["--config".into(), file.clone().into_os_string()]);
         let expanded = crate::config_file::expand(&Cli::command(), argv).expect("expand");
         let cli = Cli::try_parse_from(expanded).expect("parse");
@@ -597,32 +609,9 @@ mod queue_time_tests {
         );
     }
 
-    fn args(extra: &[&str]) -> NodeArgs {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            node: NodeArgs,
-        }
-        let base = [
-            "ringkv-server",
-            "--id",
-            "1",
-            "--listen",
-            "127.0.0.1:7001",
-            "--peers",
-            "1=127.0.0.1:7001",
-            "--data-dir",
-            "/tmp/unused",
-        ];
-        let argv = base.iter().chain(extra).copied();
-        <Cli as clap::Parser>::try_parse_from(argv)
-            .map(|c| c.node)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
     #[test]
     fn snapshot_log_mb_defaults_to_64_mib_and_is_bounded() {
-        let bytes = |extra: &[&str]| args(extra).validate().map(|c| c.snapshot_log_bytes);
+        let bytes = |extra: &[&str]| one_node(extra).validate().map(|c| c.snapshot_log_bytes);
         assert_eq!(bytes(&[]).ok(), Some(64 * 1024 * 1024));
         assert_eq!(bytes(&["--snapshot-log-mb", "0"]).ok(), Some(0));
         assert_eq!(

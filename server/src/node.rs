@@ -265,18 +265,7 @@ pub async fn run(
     .context("starting the peer server")?;
 
     let server_cancel = cancel.clone();
-    // The server's own `tcp_nodelay` applies only to listeners it binds itself; sockets from a
-    // listener we bound need it set here, or Nagle holds back the second small write of every
-    // HTTP/2 answer until the peer's delayed ACK (~40 ms on Linux).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            conn.and_then(|s| {
-                s.set_nodelay(true)?;
-                Ok(s)
-            })
-        },
-    );
+    let incoming = crate::network::accept_nodelay(listener);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -576,32 +565,18 @@ mod tests {
     use super::*;
 
     fn config(heartbeat_interval_ms: u64, election_timeout_ms: u64) -> Config {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            node: crate::config::NodeArgs,
-        }
         let (hb, et) = (
             heartbeat_interval_ms.to_string(),
             election_timeout_ms.to_string(),
         );
-        let argv = [
-            "x",
-            "--id",
-            "1",
-            "--listen",
-            "127.0.0.1:7001",
-            "--peers",
-            "1=127.0.0.1:7001",
-            "--data-dir",
-            "/d",
+        crate::config::test_args::one_node(&[
             "--heartbeat-interval-ms",
             &hb,
             "--election-timeout-ms",
             &et,
-        ];
-        Cli::parse_from(argv).node.validate().expect("valid")
+        ])
+        .validate()
+        .expect("valid")
     }
 
     /// An append may take half an election timeout, not just one heartbeat interval.

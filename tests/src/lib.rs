@@ -568,6 +568,24 @@ pub async fn assert_definite_failures_absent(client: &Client, keys: &[String], c
     );
 }
 
+/// The sum of `metric`'s samples whose labels include every pair of `labels`, as node `admin`
+/// serves them on `/metrics` (counters, gauges and untyped samples; 0 if there are none).
+pub async fn metric_sum(admin: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::{Scrape, Value};
+    let (code, body) = http_get(admin, "/metrics").await.expect("GET /metrics");
+    assert_eq!(code, 200, "{body}");
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            Value::Counter(v) | Value::Untyped(v) | Value::Gauge(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
 /// Runs the `ringkv` CLI against `endpoints`; returns (exit code, stdout, stderr).
 pub fn cli(endpoints: &[String], args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary("ringkv"))

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::join_all;
-use prometheus_parse::{Scrape, Value};
 use ringkv_client::ReadConsistency;
 use ringkv_proto::meta;
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{PutRequest, RequestHeader};
-use ringkv_tests::{Cluster, http_get};
+use ringkv_tests::{Cluster, metric_sum};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -64,24 +63,13 @@ async fn channel(addr: &str) -> Channel {
 
 /// `ringkv_requests_rejected_total{class="write",reason}` on the node.
 async fn rejected_writes(cluster: &Cluster, reason: &str) -> f64 {
-    let (code, body) = http_get(&cluster.admin_addr(1), "/metrics")
-        .await
-        .expect("GET /metrics");
-    assert_eq!(code, 200, "{body}");
-    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| {
-            s.metric == "ringkv_requests_rejected_total"
-                && s.labels.get("class") == Some("write")
-                && s.labels.get("reason") == Some(reason)
-        })
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Untyped(v) | Value::Gauge(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    let labels = [("class", "write"), ("reason", reason)];
+    metric_sum(
+        &cluster.admin_addr(1),
+        "ringkv_requests_rejected_total",
+        &labels,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,13 +8,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use prometheus_parse::{Scrape, Value};
 use ringkv_client::ReadConsistency;
 use ringkv_proto::pb::cluster_client::ClusterClient;
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::raft_client::RaftClient;
 use ringkv_proto::pb::{GetRequest, RaftRequest, StatusRequest};
-use ringkv_tests::{Cluster, http_get};
+use ringkv_tests::{Cluster, metric_sum};
 use tonic::Code;
 
 const SHARDS: u32 = 4;
@@ -22,23 +21,13 @@ const WRITES: usize = 200;
 
 /// `ringkv_raft_appends_received_total{transport}` on one node.
 async fn appends_received(cluster: &Cluster, id: u64, transport: &str) -> f64 {
-    let (code, body) = http_get(&cluster.admin_addr(id), "/metrics")
-        .await
-        .expect("GET /metrics");
-    assert_eq!(code, 200, "{body}");
-    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| {
-            s.metric == "ringkv_raft_appends_received_total"
-                && s.labels.get("transport") == Some(transport)
-        })
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
+    let labels = [("transport", transport)];
+    metric_sum(
+        &cluster.admin_addr(id),
+        "ringkv_raft_appends_received_total",
+        &labels,
+    )
+    .await
 }
 
 /// Sends `messages` on one `AppendStream` to `addr` and returns the status that ended it.

@@ -24,6 +24,24 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+/// The connections a listener we bound accepts, with `TCP_NODELAY` set on each. The server's
+/// own `tcp_nodelay` applies only to listeners it binds itself; without this, Nagle holds back
+/// the second small write of every HTTP/2 answer until the peer's delayed ACK (~40 ms on
+/// Linux).
+pub fn accept_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        },
+    )
+}
+
 /// The body of a Raft RPC reply. This version sends only `Ok`: a failed Raft is answered
 /// with a status that carries its kind (see [`errors`]).
 #[derive(Serialize, Deserialize)]

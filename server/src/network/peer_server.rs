@@ -125,16 +125,7 @@ async fn serve(
     shards: u32,
     message_bytes_max: usize,
 ) -> Result<(), tonic::transport::Error> {
-    // Sockets from a listener bound outside tonic need `nodelay` set here (see node.rs).
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            conn.and_then(|s| {
-                s.set_nodelay(true)?;
-                Ok(s)
-            })
-        },
-    );
+    let incoming = crate::network::accept_nodelay(listener);
     let streams = streams_per_connection_max(shards);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
