@@ -25,8 +25,10 @@ use tokio::time::Instant;
 pub const RETRY_MILLIS_PER_REQUEST: u64 = 100;
 /// Retries the budget earns a second regardless of traffic.
 pub const RETRIES_PER_S_MIN: u64 = 10;
-/// The most retries the budget holds (also its start: a new client may retry at once).
-pub const RETRIES_MAX: u64 = 100;
+/// The most retries the budget holds (also its start: a new client may retry at once). Room
+/// for a failover: every request in flight to a node that just died needs a retry or two at
+/// once (64 concurrent writers spent a budget of 100 in one leader hand-off).
+pub const RETRIES_MAX: u64 = 1_000;
 const MILLIS: u64 = 1000;
 
 /// A token bucket of retries, shared by every request of one client.
