@@ -143,7 +143,7 @@ async fn metrics_move_under_load_and_status_is_served() {
 async fn ready_follows_quorum_loss_and_recovery() {
     let mut cluster = Cluster::start(3, SHARDS);
     cluster
-        .wait_for_leaders(Duration::from_secs(10))
+        .wait_for_leaders(Duration::from_secs(20))
         .await
         .expect("leaders");
     let all_ready = cluster
