@@ -5,7 +5,8 @@
 //! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
 //! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`admin`] and
 //! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development),
-//! [`membership`] (add and remove nodes), [`backup`] and [`restore`] (consistent copies of a
+//! [`membership`] (add and remove nodes), [`tls`] (who is on the other end of a connection),
+//! [`backup`] and [`restore`] (consistent copies of a
 //! live cluster, and seeding a new cluster's data directories from one).
 
 pub mod admin;
@@ -29,4 +30,5 @@ pub mod router;
 pub mod service;
 pub mod shard;
 pub mod storage;
+pub mod tls;
 pub mod typ;
