@@ -24,6 +24,9 @@ use ringkv_proto::pb::{
 };
 use ringkv_proto::ring::Ring;
 use tokio::time::Instant;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -31,6 +34,24 @@ use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
 use crate::outcome::{Failure, classify};
 use crate::retry::{RetryBudget, full_jitter};
+
+/// A connection to one node that sends this client's credentials with every call.
+pub(crate) type Svc = InterceptedService<Channel, Credentials>;
+
+/// Adds the bearer token (if any) to every outgoing call.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -52,6 +73,9 @@ pub struct ClientOptions {
     /// Send the gets, puts, deletes and compare-and-swaps waiting for the same node together
     /// in one `Batch` RPC (the crate's `batcher` module); off sends each as its own RPC.
     pub batch_requests: bool,
+    /// A bearer token sent as `authorization: Bearer TOKEN` with every call (also status,
+    /// membership and backup calls). Never logged.
+    pub token: Option<String>,
 }
 
 impl ClientOptions {
@@ -64,6 +88,7 @@ impl ClientOptions {
             max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
             batch_requests: true,
+            token: None,
         }
     }
 }
@@ -129,6 +154,7 @@ type QueueKey = (String, Option<u32>);
 
 struct Inner {
     opts: ClientOptions,
+    credentials: Credentials,
     channels: Mutex<HashMap<String, Channel>>,
     /// (node address, shard) → its batching queue (created on first use).
     batchers: Mutex<HashMap<QueueKey, Arc<Batcher>>>,
@@ -172,7 +198,7 @@ pub struct Client {
 /// One attempt's way to a node: batched when the client batches and the node supports it,
 /// else one unary RPC per request. Either way the answer has the unary RPC's shape.
 pub(crate) struct Conn {
-    kv: KvClient<Channel>,
+    kv: KvClient<Svc>,
     batcher: Option<Arc<Batcher>>,
     /// The attempt's time budget, sent as `grpc-timeout` with unary RPCs.
     budget: Duration,
@@ -289,6 +315,13 @@ impl Client {
         if opts.endpoints.is_empty() {
             return Err(Error::Invalid("no endpoints given".into()));
         }
+        let authorization = match &opts.token {
+            None => None,
+            Some(t) => Some(
+                AsciiMetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| Error::Invalid("the token must be printable ASCII".into()))?,
+            ),
+        };
         let client_id = loop {
             let id: u64 = rand::random();
             if id != 0 {
@@ -298,6 +331,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 opts,
+                credentials: Credentials { authorization },
                 channels: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
                 client_id,
@@ -323,7 +357,15 @@ impl Client {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    /// The connection to `addr`, carrying this client's credentials.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Svc, Error> {
+        Ok(InterceptedService::new(
+            self.raw_channel(addr)?,
+            self.inner.credentials.clone(),
+        ))
+    }
+
+    fn raw_channel(&self, addr: &str) -> Result<Channel, Error> {
         if let Ok(map) = self.inner.channels.lock()
             && let Some(c) = map.get(addr)
         {
@@ -342,7 +384,7 @@ impl Client {
         Ok(ch)
     }
 
-    fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
+    fn kv(&self, addr: &str) -> Result<KvClient<Svc>, Error> {
         Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
     }
 
@@ -601,6 +643,13 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
+                f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
+                    let refused = f.refusal().unwrap_or_else(|| Error::Invalid(last.clone()));
+                    return Err(match unknown {
+                        Some(u) => Error::OutcomeUnknown(format!("{u}; then: {refused}")),
+                        None => refused,
+                    });
+                }
                 Failure::Invalid(m) => {
                     return Err(match unknown {
                         Some(u) => Error::OutcomeUnknown(format!("{u}; then: {m}")),
@@ -849,7 +898,9 @@ impl Client {
                 self.learn(&s);
                 Ok(s)
             }
-            Ok(Err(s)) => Err(Error::Unavailable(format!("{endpoint}: {}", s.message()))),
+            Ok(Err(s)) => Err(classify(&s, false)
+                .refusal()
+                .unwrap_or_else(|| Error::Unavailable(format!("{endpoint}: {}", s.message())))),
             Err(_) => Err(Error::Unavailable(format!(
                 "{endpoint}: no answer within {budget:?}"
             ))),

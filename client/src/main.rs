@@ -2,7 +2,7 @@
 //!
 //! Exit codes (design section 8): 0 success; 1 a negative answer (key not found, compare
 //! failed); 2 usage error or input rejected as invalid; 3 cluster unavailable, timeout, or
-//! unknown outcome.
+//! unknown outcome; 4 not authenticated (no or a wrong token) or permission denied.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +33,10 @@ struct Cli {
     /// Refuse to talk to a cluster with another id.
     #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "", global = true)]
     cluster_id: String,
+    /// Bearer token to authenticate with (servers started with --auth-tokens). Prefer the
+    /// environment variable: a command line is visible to other users of the machine.
+    #[arg(long, env = "RINGKV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Give up on a request (retries included) after this long.
     #[arg(long, default_value_t = 15_000, global = true)]
     timeout_ms: u64,
@@ -112,6 +116,7 @@ fn exit_for(e: &Error) -> ExitCode {
         | Error::Overloaded { .. }
         | Error::OutcomeUnknown(_)
         | Error::DiskFull { .. } => ExitCode::from(3),
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) => ExitCode::from(4),
     }
 }
 
@@ -137,6 +142,7 @@ async fn run(cli: Cli) -> ExitCode {
     let mut opts = ClientOptions::new(endpoints);
     opts.cluster_id = cli.cluster_id.clone();
     opts.batch_requests = !cli.no_batch;
+    opts.token = cli.token.clone();
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
     opts.attempt_timeout = opts.attempt_timeout.min(opts.request_timeout);
     if matches!(cli.command, Command::Member(_) | Command::Backup(_)) {

@@ -110,6 +110,11 @@ pub struct NodeArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Authenticate clients with this tokens file (TOML `[[token]]` entries: name, sha256 of
+    /// the token or cert_name, role admin|readwrite|readonly, optional prefix). Re-read on
+    /// SIGHUP. Without it (and without TLS) any client may do anything.
+    #[arg(long)]
+    pub auth_tokens: Option<PathBuf>,
 }
 
 /// A validated node configuration.
@@ -142,6 +147,8 @@ pub struct Config {
     pub limits: Limits,
     pub cache_mb: u64,
     pub disk_free_min_mb: u64,
+    /// Client authentication (paths only: no secret is ever in the configuration).
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -400,6 +407,10 @@ impl NodeArgs {
         if self.log_format != "text" && self.log_format != "json" {
             return Err(bad("log_format", "must be text or json"));
         }
+        // Read at start too, so a bad file stops the start with one line naming it.
+        if let Some(path) = &self.auth_tokens {
+            crate::auth::Table::load(path).map_err(|e| bad("auth_tokens", e.to_string()))?;
+        }
         Ok(Config {
             id,
             listen,
@@ -429,6 +440,10 @@ impl NodeArgs {
             },
             cache_mb: self.cache_mb,
             disk_free_min_mb: self.disk_free_min_mb,
+            auth: crate::auth::AuthSettings {
+                tokens_file: self.auth_tokens.clone(),
+                require_identity: false,
+            },
         })
     }
 }

@@ -23,7 +23,10 @@ use ringkv_proto::ring::Ring;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use tonic::service::interceptor::InterceptedService;
+
 use crate::admin::{self, AdminState};
+use crate::auth::Auth;
 use crate::balancer;
 use crate::config::Config;
 use crate::identity;
@@ -223,6 +226,16 @@ pub async fn run(
         Some(metrics.admission_observers()),
     );
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let auth = Arc::new(
+        Auth::new(&cfg.auth, crate::auth::no_peers()).context("loading the auth tokens file")?,
+    );
+    if auth.enabled() {
+        tracing::info!(
+            identities = auth.tokens().current().len(),
+            "client authentication on"
+        );
+    }
+    spawn_tokens_reload(auth.clone());
     let kv = KvService {
         cluster_id: cfg.cluster_id.clone(),
         router: router.clone(),
@@ -269,8 +282,14 @@ pub async fn run(
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
-            .add_service(ClusterServer::from_arc(cluster.clone()))
+            .add_service(InterceptedService::new(
+                KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX),
+                auth.interceptor(),
+            ))
+            .add_service(InterceptedService::new(
+                ClusterServer::from_arc(cluster.clone()),
+                auth.interceptor(),
+            ))
             .serve_with_incoming_shutdown(incoming, async move { server_cancel.cancelled().await }),
     );
 
@@ -556,6 +575,23 @@ async fn hand_off_leadership(self_id: u64, shards: &Shards) {
         while shard.metrics().state == ServerState::Leader && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Re-reads the auth tokens file on every SIGHUP (see [`Auth::reload_and_log`]).
+fn spawn_tokens_reload(auth: Arc<Auth>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    auth.reload_and_log();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the auth tokens file is not reloaded")
         }
     }
 }

@@ -144,6 +144,8 @@ pub struct Cluster {
     peers: String,
     pub shards: u32,
     extra_args: Vec<String>,
+    /// The bearer token the harness's own clients send (nodes started with --auth-tokens).
+    pub token: Option<String>,
 }
 
 impl Cluster {
@@ -230,6 +232,7 @@ impl Cluster {
             peers,
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            token: None,
         }
     }
 
@@ -350,12 +353,21 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        Client::new(ClientOptions::new(self.endpoints())).expect("client")
+        let mut o = ClientOptions::new(self.endpoints());
+        o.token = self.token.clone();
+        Client::new(o).expect("client")
     }
 
     /// A client that talks only to `id` (serializable reads are then served by that node).
     pub fn client_of(&self, id: u64) -> Client {
-        Client::new(ClientOptions::new(vec![self.addr(id)])).expect("client")
+        let mut o = ClientOptions::new(vec![self.addr(id)]);
+        o.token = self.token.clone();
+        Client::new(o).expect("client")
+    }
+
+    /// SIGHUP: a node re-reads its auth tokens file.
+    pub fn hangup(&self, id: u64) {
+        self.signal(id, Signal::SIGHUP);
     }
 
     /// SIGKILL, no cleanup: a crash.
