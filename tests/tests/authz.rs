@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ringkv_client::ReadConsistency;
 use ringkv_proto::meta;
 use ringkv_proto::pb::cluster_client::ClusterClient;
 use ringkv_proto::pb::kv_client::KvClient;
@@ -396,7 +397,17 @@ async fn start(dir: &Path, extra: &str) -> Cluster {
     let file = dir.join("tokens.toml");
     std::fs::write(&file, tokens_file(extra)).expect("write tokens");
     let path = file.to_str().expect("utf-8 path").to_string();
-    let mut c = Cluster::start_with(3, SHARDS, &["--auth-tokens", &path]);
+    let mut c = Cluster::prepare(3, SHARDS, &["--auth-tokens", &path]);
+    let node_token = Who::Id {
+        role: Role::Readonly,
+        prefixed: true,
+    }
+    .token()
+    .unwrap_or_default();
+    for id in 1..=3 {
+        c.set_env(id, "RINGKV_NODE_TOKEN", &node_token);
+        c.spawn(id);
+    }
     c.token = Some(admin_token());
     if let Err(e) = c.wait_for_leaders(Duration::from_secs(30)).await {
         c.dump_logs();
@@ -439,8 +450,8 @@ async fn permission_matrix_has_no_unauthorized_success_and_no_refused_authorized
                     let (got, scanned) = call(&addr, who, rpc, key, seq).await;
                     let line = format!("node {id} {} {rpc:?} {key}: {got:?}", who.name());
                     match (&got, want) {
-                        (Outcome::Passed(_), false) => unauthorized_successes.push(line),
-                        (Outcome::Refused(..), true) => refused_authorized.push(line),
+                        (Outcome::Passed(_), false) => unauthorized_successes.push(line.clone()),
+                        (Outcome::Refused(..), true) => refused_authorized.push(line.clone()),
                         (Outcome::Passed(detail), true) if rpc.touches_keys() => {
                             // A key RPC that was allowed must also have been served.
                             assert!(!detail.contains(':') || detail.contains("items"), "{line}");
@@ -546,7 +557,12 @@ async fn permission_matrix_has_no_unauthorized_success_and_no_refused_authorized
             other => unauthorized_successes.push(format!("node {id} mixed batch: {other:?}")),
         }
         for k in [&allowed_key, &refused_key] {
-            if admin.get(k.clone()).await.expect("admin get").is_some() {
+            if admin
+                .get(k.clone(), ReadConsistency::Linearizable)
+                .await
+                .expect("admin get")
+                .is_some()
+            {
                 unauthorized_successes.push(format!("node {id} mixed batch wrote {k}"));
             }
         }
@@ -588,7 +604,11 @@ async fn permission_matrix_has_no_unauthorized_success_and_no_refused_authorized
         }
     }
     assert_eq!(
-        admin.get(fkey).await.expect("get").map(|v| v.value),
+        admin
+            .get(fkey, ReadConsistency::Linearizable)
+            .await
+            .expect("get")
+            .map(|v| v.value),
         Some(Bytes::from_static(b"v")),
         "the readwrite put through a follower landed"
     );

@@ -232,6 +232,21 @@ impl Auth {
     }
 }
 
+/// The environment variable holding the bearer token this node sends when it asks its peers'
+/// client ports for their status (bootstrap, re-admission, joining). Read from the
+/// environment only, so it never appears in the logged configuration. Without TLS, a node of
+/// a cluster started with `--auth-tokens` needs it (any role will do: status is all it asks).
+pub const NODE_TOKEN_ENV: &str = "RINGKV_NODE_TOKEN";
+
+/// Adds this node's own credentials (see [`NODE_TOKEN_ENV`]) to a request it makes to a peer.
+pub fn with_node_credentials<T>(request: &mut Request<T>) {
+    if let Ok(t) = std::env::var(NODE_TOKEN_ENV)
+        && let Ok(v) = AsciiMetadataValue::try_from(format!("{BEARER}{t}"))
+    {
+        request.metadata_mut().insert(AUTHORIZATION, v);
+    }
+}
+
 fn caller_of<T>(request: &Request<T>) -> Result<&Caller, KvError> {
     request
         .extensions()
