@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::balancer;
+use crate::cluster_uuid::ClusterUuid;
 use crate::config::Config;
 use crate::identity;
 use crate::metrics::Metrics;
@@ -158,6 +159,7 @@ pub async fn run(
     crate::join::discover(&mut cfg).await?;
     let opened = identity::check_or_create(&cfg.data_dir, &cfg)?;
     let fresh = opened.fresh;
+    let cluster_uuid = Arc::new(ClusterUuid::new(&cfg.data_dir, &opened.cluster_uuid));
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen,
         peer_listen = %cfg.peer_listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, incarnation = %format!("{:016x}", opened.incarnation),
@@ -192,6 +194,7 @@ pub async fn run(
     let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
     let ctx = Arc::new(NetContext {
         cluster_id: cfg.cluster_id.clone(),
+        cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
         pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
         message_bytes_max: MESSAGE_BYTES_MAX,
@@ -239,6 +242,7 @@ pub async fn run(
         router: router.clone(),
         peers: cfg.peers.clone(),
         incarnation: opened.incarnation,
+        cluster_uuid: cluster_uuid.clone(),
         space: space.clone(),
     });
     let cancel = CancellationToken::new();
@@ -246,6 +250,7 @@ pub async fn run(
     let peer_cancel = CancellationToken::new();
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
+        cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
         voter: VoterCheck {
             incarnation: opened.incarnation,
@@ -298,7 +303,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     // A new cluster's first node waits for its peers here; a stop request still ends it.
     let stopped_early = tokio::select! {
-        r = bootstrap(&cfg, &shards, &router.pool, opened.incarnation) => {
+        r = bootstrap(&cfg, &shards, &router.pool, opened.incarnation, &cluster_uuid) => {
             r?;
             false
         }
@@ -427,6 +432,7 @@ async fn bootstrap(
     shards: &Shards,
     pool: &ChannelPool,
     incarnation: u64,
+    cluster_uuid: &ClusterUuid,
 ) -> anyhow::Result<()> {
     let first = cfg.peers.keys().next().copied();
     if cfg.join.is_some() || first != Some(cfg.id) {
@@ -448,6 +454,13 @@ async fn bootstrap(
         );
         return Ok(());
     };
+    // A new cluster: choose its UUID, durably, before any shard exists to carry it (a restart
+    // after a crash here keeps the one recorded).
+    if cluster_uuid.get().is_empty() {
+        cluster_uuid
+            .record(&crate::cluster_uuid::generate())
+            .context("recording the new cluster's UUID")?;
+    }
     for shard in uninitialized {
         shard
             .raft
