@@ -62,6 +62,13 @@ impl Client {
                         Error::Unavailable("TLS failure".into())
                     }));
                 }
+                Ok(Err(status))
+                    if !self.tls_on()
+                        && status.metadata().get(ringkv_proto::meta::ERROR_KIND).is_none()
+                        && crate::tls::speaks_tls(&target).await =>
+                {
+                    return Err(crate::tls::server_speaks_tls(&target));
+                }
                 Ok(Err(status)) => match classify(&status, false) {
                     Failure::Invalid(m) => return Err(Error::Invalid(m)),
                     Failure::DiskFull { node, message } => {

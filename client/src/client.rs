@@ -575,7 +575,15 @@ impl Client {
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => {
-                    if let Some(e) = self.tls_failure(&status) {
+                    let mut tls = self.tls_failure(&status);
+                    if tls.is_none()
+                        && self.inner.tls.is_none()
+                        && status.metadata().get(meta::ERROR_KIND).is_none()
+                        && crate::tls::speaks_tls(&target).await
+                    {
+                        tls = Some(crate::tls::server_speaks_tls(&target));
+                    }
+                    if let Some(e) = tls {
                         return Err(match unknown {
                             Some(u) => Error::OutcomeUnknown(format!("{u}; then: {e}")),
                             None => e,
@@ -881,6 +889,11 @@ impl Client {
     /// What a failed call says about TLS, if anything (see `tls.rs`).
     pub(crate) fn tls_failure(&self, status: &Status) -> Option<Error> {
         crate::tls::tls_failure(status, self.inner.tls.is_some())
+    }
+
+    /// Whether this client speaks TLS.
+    pub(crate) fn tls_on(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     pub fn options(&self) -> &ClientOptions {

@@ -7,10 +7,10 @@
 //!
 //! [`tls_failure`] reads a failed call's error chain by downcasting (never by message text):
 //! a rustls certificate error means the server's certificate is not trusted (or ours was
-//! refused); a TLS record that is not TLS means the server speaks plaintext; an HTTP/2
-//! connection that broke before any answer, while this client speaks plaintext, means the
-//! server speaks TLS. Each is an [`Error::Tls`]: certainly not executed, and retrying does not
-//! help.
+//! refused); a TLS record that is not TLS means the server speaks plaintext. A plaintext call
+//! that failed without an answer from a RingKV server is followed by [`speaks_tls`], a
+//! handshake that trusts no root: failing on the server's certificate proves the server speaks
+//! TLS. Each is an [`Error::Tls`]: certainly not executed, and retrying does not help.
 //!
 //! What it does not do: trust the system's roots (a RingKV cluster has its own CA), or reload
 //! files while the client runs.
@@ -94,7 +94,6 @@ impl TlsOptions {
 /// this client spoke TLS to the server.
 pub(crate) fn tls_failure(s: &tonic::Status, tls_on: bool) -> Option<Error> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    let mut h2_broke = false;
     while let Some(e) = src {
         let found = e.downcast_ref::<rustls::Error>().or_else(|| {
             e.downcast_ref::<std::io::Error>()
@@ -104,15 +103,52 @@ pub(crate) fn tls_failure(s: &tonic::Status, tls_on: bool) -> Option<Error> {
         if let Some(r) = found {
             return Some(from_rustls(r));
         }
-        let _ = &mut h2_broke;
         src = e.source();
     }
-    (!tls_on && h2_broke && !crate::outcome::never_connected(s)).then(|| Error::Tls {
+    let _ = tls_on;
+    None
+}
+
+/// Whether the server at `addr` speaks TLS: a handshake that trusts no root at all fails on
+/// the server's certificate only when the server sent one. Used only after a plaintext call
+/// failed without an answer from a RingKV server, to say why.
+pub(crate) async fn speaks_tls(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(name) = rustls_pki_types::ServerName::try_from(host.to_string()) else {
+        return false;
+    };
+    let Ok(builder) = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions() else {
+        return false;
+    };
+    let config = builder
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let err = connector.connect(name, tcp).await.err()?;
+        let r = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(matches!(r, rustls::Error::InvalidCertificate(_)))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The error of a plaintext call to a server that speaks TLS.
+pub(crate) fn server_speaks_tls(addr: &str) -> Error {
+    Error::Tls {
         failure: TlsFailure::ServerSpeaksTls,
-        message: "the server closed the connection before answering: it probably requires TLS \
-                  (give --cacert with the cluster CA)"
-            .into(),
-    })
+        message: format!(
+            "{addr} requires TLS and this client speaks plaintext: give --cacert with the cluster CA"
+        ),
+    }
 }
 
 
