@@ -337,7 +337,8 @@ impl Client {
         {
             return Ok(c.clone());
         }
-        let bad = |e: tonic::transport::Error| Error::Invalid(format!("bad endpoint {addr:?}: {e}"));
+        let bad =
+            |e: tonic::transport::Error| Error::Invalid(format!("bad endpoint {addr:?}: {e}"));
         let ch = match &self.inner.tls {
             Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
                 .map_err(bad)?

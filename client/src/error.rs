@@ -33,7 +33,10 @@ pub enum Error {
     /// TLS could not be set up, or the server and this client do not trust each other (or do
     /// not both speak TLS); nothing was sent. Retrying does not help: fix the files or flags.
     #[error("TLS: {message}")]
-    Tls { failure: TlsFailure, message: String },
+    Tls {
+        failure: TlsFailure,
+        message: String,
+    },
 }
 
 /// What went wrong with TLS (see [`Error::Tls`]).

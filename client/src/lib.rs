@@ -28,5 +28,5 @@ pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };
 pub use error::{Error, TlsFailure};
-pub use tls::TlsOptions;
 pub use ringkv_proto::pb::{MemberChangeResponse, StatusResponse};
+pub use tls::TlsOptions;

@@ -46,10 +46,22 @@ struct Cli {
     #[arg(long, env = "RINGKV_CACERT", global = true)]
     cacert: Option<std::path::PathBuf>,
     /// A client certificate (PEM) to present, with `--key`; needs `--cacert`.
-    #[arg(long, env = "RINGKV_CERT", global = true, requires = "key")]
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        env = "RINGKV_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
     cert: Option<std::path::PathBuf>,
     /// The private key of `--cert` (PEM).
-    #[arg(long, env = "RINGKV_KEY", global = true, requires = "cert")]
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        env = "RINGKV_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
     key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,

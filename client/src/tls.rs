@@ -42,7 +42,8 @@ fn config_error(message: String) -> Error {
 }
 
 fn read(flag: &str, file: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(file).map_err(|e| config_error(format!("cannot read {flag} {}: {e}", file.display())))
+    std::fs::read(file)
+        .map_err(|e| config_error(format!("cannot read {flag} {}: {e}", file.display())))
 }
 
 impl TlsOptions {
@@ -51,7 +52,12 @@ impl TlsOptions {
         let ca = read("--cacert", &self.ca)?;
         let certs = CertificateDer::pem_slice_iter(&ca)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| config_error(format!("--cacert {} is not valid PEM: {e}", self.ca.display())))?;
+            .map_err(|e| {
+                config_error(format!(
+                    "--cacert {} is not valid PEM: {e}",
+                    self.ca.display()
+                ))
+            })?;
         if certs.is_empty() {
             return Err(config_error(format!(
                 "--cacert {} holds no PEM certificate",
@@ -66,7 +72,10 @@ impl TlsOptions {
             (Some(cert_file), Some(key_file)) => {
                 let cert = read("--cert", cert_file)?;
                 let key = read("--key", key_file)?;
-                if CertificateDer::pem_slice_iter(&cert).next().is_none_or(|c| c.is_err()) {
+                if CertificateDer::pem_slice_iter(&cert)
+                    .next()
+                    .is_none_or(|c| c.is_err())
+                {
                     return Err(config_error(format!(
                         "--cert {} holds no PEM certificate",
                         cert_file.display()
@@ -151,14 +160,15 @@ pub(crate) fn server_speaks_tls(addr: &str) -> Error {
     }
 }
 
-
 fn from_rustls(e: &rustls::Error) -> Error {
     use rustls::{AlertDescription, CertificateError, Error as R};
     let (failure, message) = match e {
-        R::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => (
-            TlsFailure::UntrustedServer,
-            format!("the server's certificate is not signed by the CA in --cacert ({e})"),
-        ),
+        R::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            (
+                TlsFailure::UntrustedServer,
+                format!("the server's certificate is not signed by the CA in --cacert ({e})"),
+            )
+        }
         R::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
         ) => (
@@ -185,7 +195,10 @@ fn from_rustls(e: &rustls::Error) -> Error {
             TlsFailure::ServerSpeaksPlaintext,
             format!("the server does not speak TLS (drop --cacert, or give the server TLS) ({e})"),
         ),
-        other => (TlsFailure::Handshake, format!("TLS handshake failed: {other}")),
+        other => (
+            TlsFailure::Handshake,
+            format!("TLS handshake failed: {other}"),
+        ),
     };
     Error::Tls { failure, message }
 }

@@ -442,7 +442,8 @@ impl NodeArgs {
                     key: key.clone(),
                     ca: ca.clone(),
                 };
-                let tls = crate::tls::config::Tls::load(&files).map_err(|e| bad("tls", e.to_string()))?;
+                let tls =
+                    crate::tls::config::Tls::load(&files).map_err(|e| bad("tls", e.to_string()))?;
                 Some(std::sync::Arc::new(tls))
             }
             _ => {
@@ -613,7 +614,15 @@ mod tests {
     }
 
     fn args(listen: &str, peer_listen: Option<&str>, peers: &str) -> NodeArgs {
-        let mut argv = vec!["--id", "1", "--data-dir", "/d", "--listen", listen, "--insecure"];
+        let mut argv = vec![
+            "--id",
+            "1",
+            "--data-dir",
+            "/d",
+            "--listen",
+            listen,
+            "--insecure",
+        ];
         argv.extend(["--peers", peers]);
         if let Some(p) = peer_listen {
             argv.extend(["--peer-listen", p]);
@@ -660,7 +669,14 @@ mod tls_tests {
 
     #[test]
     fn a_non_loopback_listener_without_tls_is_refused_unless_insecure() {
-        let base = ["--id", "1", "--peers", "1=10.0.0.1:7001", "--data-dir", "/d"];
+        let base = [
+            "--id",
+            "1",
+            "--peers",
+            "1=10.0.0.1:7001",
+            "--data-dir",
+            "/d",
+        ];
         let on = |listen: &str, extra: &[&str]| {
             let mut argv: Vec<&str> = base.to_vec();
             argv.extend(["--listen", listen]);
@@ -681,10 +697,17 @@ mod tls_tests {
     fn tls_needs_all_three_files() {
         let e = one_node(&["--tls-cert", "/c.pem"]).validate();
         assert_eq!(e.err().map(|e| e.field).as_deref(), Some("tls"));
-        let e = one_node(&["--tls-cert", "/c", "--tls-key", "/k", "--tls-ca", "/nonexistent-ca"])
-            .validate()
-            .err()
-            .expect("unreadable");
+        let e = one_node(&[
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+            "--tls-ca",
+            "/nonexistent-ca",
+        ])
+        .validate()
+        .err()
+        .expect("unreadable");
         assert!(e.to_string().contains("/c"), "{e}");
         let e = one_node(&["--peer-allowed-names", "a,b"]).validate();
         assert_eq!(

@@ -185,7 +185,9 @@ pub async fn run(
         );
     }
     tracing::info!(config = ?cfg, "effective configuration");
-    let insecure_warning = cfg.insecure.then(|| tokio::spawn(warn_insecure(cfg.clone())));
+    let insecure_warning = cfg
+        .insecure
+        .then(|| tokio::spawn(warn_insecure(cfg.clone())));
     let db_dir = cfg.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_dir)

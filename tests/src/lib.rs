@@ -217,10 +217,17 @@ impl Cluster {
     pub fn cli_tls_args(&self) -> Vec<String> {
         match &self.tls {
             None => Vec::new(),
-            Some(d) => ["--cacert", "ca.pem", "--cert", "client.pem", "--key", "client.key"]
-                .chunks(2)
-                .flat_map(|p| [p[0].to_string(), d.join(p[1]).display().to_string()])
-                .collect(),
+            Some(d) => [
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                "client.pem",
+                "--key",
+                "client.key",
+            ]
+            .chunks(2)
+            .flat_map(|p| [p[0].to_string(), d.join(p[1]).display().to_string()])
+            .collect(),
         }
     }
 

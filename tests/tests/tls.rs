@@ -43,7 +43,10 @@ async fn a_tls_cluster_serves_the_client_library_and_the_cli() {
             .await
             .expect("put over TLS");
     }
-    let got = client.get("tls:07", ringkv_client::ReadConsistency::Linearizable).await.expect("get over TLS");
+    let got = client
+        .get("tls:07", ringkv_client::ReadConsistency::Linearizable)
+        .await
+        .expect("get over TLS");
     assert_eq!(got.map(|v| v.value), Some(Bytes::from("v7")));
     let page = client
         .scan("tls:", 100, ringkv_client::ReadConsistency::Linearizable)
@@ -144,10 +147,13 @@ async fn every_raft_rpc(raft: &mut RaftClient<tonic::transport::Channel>) -> Vec
         })),
     };
     out.push(
-        tokio::time::timeout(ANSWER, raft.install_snapshot(futures::stream::iter(vec![head])))
-            .await
-            .expect("answer")
-            .expect_err("install snapshot"),
+        tokio::time::timeout(
+            ANSWER,
+            raft.install_snapshot(futures::stream::iter(vec![head])),
+        )
+        .await
+        .expect("answer")
+        .expect_err("install snapshot"),
     );
     out
 }
@@ -209,7 +215,10 @@ async fn peers_off_the_list_or_from_another_ca_cannot_call_raft() {
                 .expect("answer");
             let s = r.expect_err("a certificate from another CA must not be served");
             assert!(
-                !matches!(s.code(), Code::PermissionDenied | Code::FailedPrecondition | Code::InvalidArgument),
+                !matches!(
+                    s.code(),
+                    Code::PermissionDenied | Code::FailedPrecondition | Code::InvalidArgument
+                ),
                 "the call reached the Raft service: {s:?}"
             );
         }
@@ -217,7 +226,11 @@ async fn peers_off_the_list_or_from_another_ca_cannot_call_raft() {
 
     // The cluster did not move: same terms, still serving.
     assert_eq!(terms(&cluster).await, before);
-    cluster.client().put("after", "x").await.expect("still serving");
+    cluster
+        .client()
+        .put("after", "x")
+        .await
+        .expect("still serving");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -244,7 +257,10 @@ async fn plaintext_gets_no_service_on_the_client_peer_or_admin_port() {
         ),
         "{err:?}"
     );
-    let err = plain.get("k", ringkv_client::ReadConsistency::Linearizable).await.expect_err("plaintext get");
+    let err = plain
+        .get("k", ringkv_client::ReadConsistency::Linearizable)
+        .await
+        .expect_err("plaintext get");
     assert!(matches!(err, Error::Tls { .. }), "{err:?}");
     let (code, _, stderr) = cli(&cluster.endpoints(), &["get", "k"]);
     assert_eq!(code, 4, "{stderr}");
@@ -259,7 +275,10 @@ async fn plaintext_gets_no_service_on_the_client_peer_or_admin_port() {
         &["--cacert", &ca.display().to_string(), "get", "k"],
     );
     assert_eq!(code, 4, "{stderr}");
-    assert!(stderr.contains("not signed by the CA in --cacert"), "{stderr}");
+    assert!(
+        stderr.contains("not signed by the CA in --cacert"),
+        "{stderr}"
+    );
     let mut opts = ClientOptions::new(cluster.endpoints());
     opts.tls = Some(TlsOptions {
         ca,
@@ -288,11 +307,20 @@ async fn plaintext_gets_no_service_on_the_client_peer_or_admin_port() {
         let mut raft = RaftClient::connect(format!("http://{peer}")).await.ok()?;
         Some(raft.vote(envelope(0, 1)).await)
     };
-    match tokio::time::timeout(ANSWER, plain_raft).await.expect("answer") {
+    match tokio::time::timeout(ANSWER, plain_raft)
+        .await
+        .expect("answer")
+    {
         None => {}
         Some(Ok(_)) => panic!("a plaintext vote was served"),
         Some(Err(s)) => assert!(
-            !matches!(s.code(), Code::PermissionDenied | Code::FailedPrecondition | Code::InvalidArgument | Code::Unauthenticated),
+            !matches!(
+                s.code(),
+                Code::PermissionDenied
+                    | Code::FailedPrecondition
+                    | Code::InvalidArgument
+                    | Code::Unauthenticated
+            ),
             "a plaintext vote reached the Raft service: {s:?}"
         ),
     }
@@ -304,7 +332,11 @@ async fn plaintext_gets_no_service_on_the_client_peer_or_admin_port() {
         Ok(Ok((code, body))) => panic!("plaintext /health answered {code}: {body}"),
     }
     // The cluster still serves TLS clients.
-    let got = cluster.client().get("k", ringkv_client::ReadConsistency::Linearizable).await.expect("TLS get");
+    let got = cluster
+        .client()
+        .get("k", ringkv_client::ReadConsistency::Linearizable)
+        .await
+        .expect("TLS get");
     assert_eq!(got.map(|v| v.value), Some(Bytes::from("v")));
 }
 
@@ -337,7 +369,9 @@ fn a_non_loopback_listener_needs_tls_or_insecure() {
     );
     assert!(!data.exists(), "nothing written before refusing");
     // Only some of the TLS files: refused too.
-    let out = args(&["--tls-cert", "/nonexistent.pem"]).output().expect("run");
+    let out = args(&["--tls-cert", "/nonexistent.pem"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     // A garbage PEM file: a clear error naming it, exit 2.
     let bad = dir.path().join("garbage.pem");
@@ -383,7 +417,14 @@ fn certs_writes_private_keys_and_never_overwrites() {
     let out = dir.path().join("c");
     let run = |extra: &[&str]| {
         Command::new(binary("ringkv-server"))
-            .args(["certs", "--nodes", "2", "--hosts", "10.1.0.1,10.1.0.2", "--out"])
+            .args([
+                "certs",
+                "--nodes",
+                "2",
+                "--hosts",
+                "10.1.0.1,10.1.0.2",
+                "--out",
+            ])
             .arg(&out)
             .args(extra)
             .output()
@@ -393,8 +434,14 @@ fn certs_writes_private_keys_and_never_overwrites() {
     assert_eq!(first.status.code(), Some(0));
     let printed = String::from_utf8_lossy(&first.stdout);
     for f in [
-        "ca.pem", "ca.key", "node-1.pem", "node-1.key", "node-2.pem", "node-2.key",
-        "client.pem", "client.key",
+        "ca.pem",
+        "ca.key",
+        "node-1.pem",
+        "node-1.key",
+        "node-2.pem",
+        "node-2.key",
+        "client.pem",
+        "client.key",
     ] {
         let meta = std::fs::metadata(out.join(f)).expect(f);
         let mode = meta.permissions().mode() & 0o777;

@@ -83,7 +83,11 @@ fn validity(params: &mut CertificateParams) {
     params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
 }
 
-fn leaf_params(name: &str, sans: Vec<String>, server: bool) -> Result<CertificateParams, CertsError> {
+fn leaf_params(
+    name: &str,
+    sans: Vec<String>,
+    server: bool,
+) -> Result<CertificateParams, CertsError> {
     let mut p = CertificateParams::new(sans)?;
     p.distinguished_name.push(DnType::CommonName, name);
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -291,9 +295,15 @@ mod tests {
             write(dir.path(), &again, false),
             Err(CertsError::Refused(_))
         ));
-        assert_eq!(std::fs::read(dir.path().join("ca.pem")).expect("read"), before);
+        assert_eq!(
+            std::fs::read(dir.path().join("ca.pem")).expect("read"),
+            before
+        );
         write(dir.path(), &again, true).expect("forced");
-        assert_ne!(std::fs::read(dir.path().join("ca.pem")).expect("read"), before);
+        assert_ne!(
+            std::fs::read(dir.path().join("ca.pem")).expect("read"),
+            before
+        );
         assert_eq!(mode("node-1.key"), 0o600);
     }
 }

@@ -269,14 +269,24 @@ mod tests {
         let good = files(dir.path());
         let mut f = good.clone();
         f.cert = dir.path().join("absent.pem");
-        assert!(matches!(Tls::load(&f), Err(TlsConfigError::Read { flag: "--tls-cert", .. })));
+        assert!(matches!(
+            Tls::load(&f),
+            Err(TlsConfigError::Read {
+                flag: "--tls-cert",
+                ..
+            })
+        ));
         let mut f = good.clone();
         f.key = write(dir.path(), "garbage.key", b"hello");
         let e = Tls::load(&f).expect_err("garbage key");
         assert!(matches!(e, TlsConfigError::NoKey { .. }));
         assert!(e.to_string().contains("garbage.key"));
         let mut f = good.clone();
-        f.ca = write(dir.path(), "garbage.pem", b"-----BEGIN CERTIFICATE-----\n!!\n");
+        f.ca = write(
+            dir.path(),
+            "garbage.pem",
+            b"-----BEGIN CERTIFICATE-----\n!!\n",
+        );
         assert!(Tls::load(&f).is_err());
         // The key of another certificate.
         let other = crate::tls::certs::generate(1, &[]).expect("certs");
