@@ -24,13 +24,14 @@ use ringkv_proto::pb::{
 };
 use ringkv_proto::ring::Ring;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Response, Status};
 
 use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
 use crate::outcome::{Failure, classify};
 use crate::retry::{RetryBudget, full_jitter};
+use crate::tls::TlsOptions;
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct ClientOptions {
     /// Send the gets, puts, deletes and compare-and-swaps waiting for the same node together
     /// in one `Batch` RPC (the crate's `batcher` module); off sends each as its own RPC.
     pub batch_requests: bool,
+    /// TLS: the cluster CA to trust and, optionally, a client certificate. `None`: plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ClientOptions {
@@ -64,6 +67,7 @@ impl ClientOptions {
             max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
             batch_requests: true,
+            tls: None,
         }
     }
 }
@@ -129,6 +133,8 @@ type QueueKey = (String, Option<u32>);
 
 struct Inner {
     opts: ClientOptions,
+    /// `opts.tls`, loaded once.
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     /// (node address, shard) → its batching queue (created on first use).
     batchers: Mutex<HashMap<QueueKey, Arc<Batcher>>>,
@@ -289,6 +295,7 @@ impl Client {
         if opts.endpoints.is_empty() {
             return Err(Error::Invalid("no endpoints given".into()));
         }
+        let tls = opts.tls.as_ref().map(TlsOptions::load).transpose()?;
         let client_id = loop {
             let id: u64 = rand::random();
             if id != 0 {
@@ -298,6 +305,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 opts,
+                tls,
                 channels: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
                 client_id,
@@ -329,8 +337,16 @@ impl Client {
         {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Invalid(format!("bad endpoint {addr:?}: {e}")))?
+        let bad =
+            |e: tonic::transport::Error| Error::Invalid(format!("bad endpoint {addr:?}: {e}"));
+        let ch = match &self.inner.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                .map_err(bad)?
+                .tls_config(tls.clone())
+                .map_err(bad)?,
+            None => Endpoint::from_shared(format!("http://{addr}")).map_err(bad)?,
+        };
+        let ch = ch
             .connect_timeout(self.inner.opts.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -560,6 +576,20 @@ impl Client {
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => {
+                    let mut tls = self.tls_failure(&status);
+                    if tls.is_none()
+                        && self.inner.tls.is_none()
+                        && status.metadata().get(meta::ERROR_KIND).is_none()
+                        && crate::tls::speaks_tls(&target).await
+                    {
+                        tls = Some(crate::tls::server_speaks_tls(&target));
+                    }
+                    if let Some(e) = tls {
+                        return Err(match unknown {
+                            Some(u) => Error::OutcomeUnknown(format!("{u}; then: {e}")),
+                            None => e,
+                        });
+                    }
                     let kind = status.metadata().get(meta::ERROR_KIND);
                     node_failed = kind.is_none()
                         || kind.and_then(|k| k.to_str().ok()) == Some(meta::KIND_SHUTTING_DOWN);
@@ -857,6 +887,16 @@ impl Client {
     }
 
     /// The settings this client was created with.
+    /// What a failed call says about TLS, if anything (see `tls.rs`).
+    pub(crate) fn tls_failure(&self, status: &Status) -> Option<Error> {
+        crate::tls::tls_failure(status, self.inner.tls.is_some())
+    }
+
+    /// Whether this client speaks TLS.
+    pub(crate) fn tls_on(&self) -> bool {
+        self.inner.tls.is_some()
+    }
+
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
     }

@@ -32,3 +32,7 @@ pub const KIND_SHUTTING_DOWN: &str = "shutting_down";
 pub const KIND_DISK_FULL: &str = "disk_full";
 /// A storage or internal error; the shard is out of service on this node.
 pub const KIND_INTERNAL: &str = "internal";
+/// A Raft call without a peer certificate (TLS is on): refused before it reached Raft.
+pub const KIND_PEER_UNAUTHENTICATED: &str = "peer_unauthenticated";
+/// A Raft call whose certificate (from the cluster CA) names no host on the peer list.
+pub const KIND_PEER_NOT_ALLOWED: &str = "peer_not_allowed";

@@ -44,6 +44,7 @@ use crate::storage::flush::FlushCoordinator;
 use crate::storage::health::StorageHealth;
 use crate::storage::space::DiskSpace;
 use crate::storage::wal::Wal;
+use crate::tls::peers::PeerCheck;
 use crate::typ::{Node, Raft};
 
 /// gRPC messages (Raft appends, forwarded scans) are capped at this.
@@ -140,6 +141,21 @@ pub fn append_timeout(cfg: &Config) -> Duration {
     Duration::from_millis((cfg.election_timeout_ms / 2).max(cfg.heartbeat_interval_ms))
 }
 
+/// How often `--insecure` is repeated in the log.
+const INSECURE_WARNING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `--insecure`: a warning now and every [`INSECURE_WARNING_INTERVAL`] (aborted at shutdown).
+async fn warn_insecure(cfg: Config) {
+    let mut every = tokio::time::interval(INSECURE_WARNING_INTERVAL);
+    loop {
+        every.tick().await;
+        tracing::warn!(listen = %cfg.listen, peer_listen = %cfg.peer_listen,
+            admin_listen = ?cfg.admin_listen,
+            "--insecure: serving without TLS; anyone who reaches these ports can read and write \
+             every key and speak Raft as a peer");
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully. `listener` is the
 /// client listener (`--listen`), `peer_listener` the peer listener (`--peer-listen`).
 pub async fn run(
@@ -171,6 +187,9 @@ pub async fn run(
         );
     }
     tracing::info!(config = ?cfg, "effective configuration");
+    let insecure_warning = cfg
+        .insecure
+        .then(|| tokio::spawn(warn_insecure(cfg.clone())));
     let db_dir = cfg.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_dir)
@@ -191,12 +210,12 @@ pub async fn run(
         &health,
     );
     space.sample();
-    let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
+    let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS, cfg.tls.clone()));
     let ctx = Arc::new(NetContext {
         cluster_id: cfg.cluster_id.clone(),
         cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
-        pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
+        pool: ChannelPool::new(CONNECT_TIMEOUT_MS, cfg.tls.clone()),
         message_bytes_max: MESSAGE_BYTES_MAX,
         peers: Default::default(),
         append_timeout: append_timeout(&cfg),
@@ -259,6 +278,13 @@ pub async fn run(
         shards: shards.clone(),
         shutdown: peer_cancel.clone(),
         appends: metrics.raft_appends.clone(),
+        peer_check: cfg.tls.as_ref().map(|_| {
+            Arc::new(PeerCheck::new(
+                cfg.peer_allowed_names.as_deref(),
+                cfg.peers.values(),
+                shards.clone(),
+            ))
+        }),
     };
     let peer_server = peer_server::start(
         peer_listener,
@@ -266,13 +292,20 @@ pub async fn run(
         peer_cancel,
         cfg.shards,
         MESSAGE_BYTES_MAX,
+        cfg.tls.as_ref().map(|t| t.peer_port()),
     )
     .context("starting the peer server")?;
 
     let server_cancel = cancel.clone();
     let incoming = crate::network::accept_nodelay(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        builder = builder
+            .tls_config(tls.client_port())
+            .context("the client listener's TLS configuration")?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
             .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
             .add_service(ClusterServer::from_arc(cluster.clone()))
@@ -296,7 +329,13 @@ pub async fn run(
                 contact_window: Duration::from_millis(cfg.election_timeout_ms * 5),
                 ready_lag_entries_max: cfg.ready_lag_entries_max,
             });
-            Some(tokio::spawn(admin::serve(listener, state, cancel.clone())))
+            let tls = cfg.tls.as_ref().map(|t| t.admin());
+            Some(tokio::spawn(admin::serve(
+                listener,
+                state,
+                tls,
+                cancel.clone(),
+            )))
         }
         None => None,
     };
@@ -368,6 +407,9 @@ pub async fn run(
         let _ = compaction.await;
     }
     let _ = leadership_log.await;
+    if let Some(w) = insecure_warning {
+        w.abort();
+    }
     if let Some(admin) = admin {
         match admin.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "admin endpoint ended with an error"),

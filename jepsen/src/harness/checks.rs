@@ -125,9 +125,7 @@ pub fn failover(
                 if kind != EventType::Ok || !is_write(&e.f) || e.time > end_ns {
                     continue;
                 }
-                if let (Some(start), Some(shard)) =
-                    (start, e.key.as_deref().and_then(|k| shard_of(k)))
-                {
+                if let (Some(start), Some(shard)) = (start, e.key.as_deref().and_then(shard_of)) {
                     acked.push((start, e.time, shard));
                 }
             }

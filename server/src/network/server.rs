@@ -1,7 +1,8 @@
 //! The receiving side of the Raft transport: the `Raft` gRPC service.
 //!
 //! Every call, and every message of an append stream, is checked before it reaches openraft:
-//! the cluster id must be ours, the receiver must be this node, and the shard must exist. A
+//! with TLS, the caller's certificate must name a host on the peer list (`tls::peers`); the
+//! cluster id must be ours, the receiver must be this node, and the shard must exist. A
 //! local Raft that failed is answered with a typed status (`errors.rs`), never as text in the
 //! reply body. A received snapshot is written to a temporary
 //! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
@@ -43,6 +44,8 @@ pub struct RaftService {
     pub shutdown: CancellationToken,
     /// `ringkv_raft_appends_received_total`, by transport.
     pub appends: prometheus::IntCounterVec,
+    /// With TLS: whose certificates may call Raft here (every RPC is checked first).
+    pub peer_check: Option<Arc<crate::tls::peers::PeerCheck>>,
 }
 
 /// The answer to a Raft call: the local Raft's result in the body, or the status that says
@@ -55,6 +58,14 @@ fn reply<T: Serialize>(r: Result<T, Status>) -> Result<Response<RaftReply>, Stat
 }
 
 impl RaftService {
+    /// The peer check (TLS only): the caller's certificate names a host on the peer list.
+    fn authenticate<T>(&self, request: &Request<T>, rpc: &'static str) -> Result<(), Status> {
+        match &self.peer_check {
+            Some(p) => p.check(request, rpc),
+            None => Ok(()),
+        }
+    }
+
     fn check(
         &self,
         cluster_id: &str,
@@ -282,6 +293,7 @@ fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -294,6 +306,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "pre_vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -306,6 +319,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "append")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.appends.with_label_values(&["unary"]).inc();
         let result = shard
@@ -328,6 +342,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<RaftRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
+        self.authenticate(&request, "append_stream")?;
         let (ours, shards) = (self.ours(), self.shards.clone());
         let received = self.appends.with_label_values(&["stream"]);
         let open = move |first: &RaftRequest| {
@@ -356,6 +371,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "transfer_leader")?;
         let (shard, body) = self.open(request.get_ref())?;
         reply(
             shard
@@ -370,6 +386,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "install_snapshot")?;
         self.receive_snapshot(request.into_inner()).await
     }
 }
