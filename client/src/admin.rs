@@ -56,6 +56,21 @@ impl Client {
             let budget = ADMIN_ATTEMPT_TIMEOUT.min(deadline - now);
             match tokio::time::timeout(budget, f(self.cluster_client(&target)?)).await {
                 Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(status)) if self.tls_failure(&status).is_some() => {
+                    return Err(self
+                        .tls_failure(&status)
+                        .unwrap_or_else(|| Error::Unavailable("TLS failure".into())));
+                }
+                Ok(Err(status))
+                    if !self.tls_on()
+                        && status
+                            .metadata()
+                            .get(ringkv_proto::meta::ERROR_KIND)
+                            .is_none()
+                        && crate::tls::speaks_tls(&target).await =>
+                {
+                    return Err(crate::tls::server_speaks_tls(&target));
+                }
                 Ok(Err(status)) => match classify(&status, false) {
                     f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
                         if let Some(e) = f.refusal() {

@@ -27,13 +27,14 @@ use tokio::time::Instant;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Response, Status};
 
 use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
 use crate::outcome::{Failure, classify};
 use crate::retry::{RetryBudget, full_jitter};
+use crate::tls::TlsOptions;
 
 /// A connection to one node that sends this client's credentials with every call.
 pub(crate) type Svc = InterceptedService<Channel, Credentials>;
@@ -76,6 +77,8 @@ pub struct ClientOptions {
     /// A bearer token sent as `authorization: Bearer TOKEN` with every call (also status,
     /// membership and backup calls). Never logged.
     pub token: Option<String>,
+    /// TLS: the cluster CA to trust and, optionally, a client certificate. `None`: plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 impl ClientOptions {
@@ -89,6 +92,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_millis(1000),
             batch_requests: true,
             token: None,
+            tls: None,
         }
     }
 }
@@ -155,6 +159,8 @@ type QueueKey = (String, Option<u32>);
 struct Inner {
     opts: ClientOptions,
     credentials: Credentials,
+    /// `opts.tls`, loaded once.
+    tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     /// (node address, shard) → its batching queue (created on first use).
     batchers: Mutex<HashMap<QueueKey, Arc<Batcher>>>,
@@ -322,6 +328,7 @@ impl Client {
                     .map_err(|_| Error::Invalid("the token must be printable ASCII".into()))?,
             ),
         };
+        let tls = opts.tls.as_ref().map(TlsOptions::load).transpose()?;
         let client_id = loop {
             let id: u64 = rand::random();
             if id != 0 {
@@ -332,6 +339,7 @@ impl Client {
             inner: Arc::new(Inner {
                 opts,
                 credentials: Credentials { authorization },
+                tls,
                 channels: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
                 client_id,
@@ -371,8 +379,16 @@ impl Client {
         {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Error::Invalid(format!("bad endpoint {addr:?}: {e}")))?
+        let bad =
+            |e: tonic::transport::Error| Error::Invalid(format!("bad endpoint {addr:?}: {e}"));
+        let ch = match &self.inner.tls {
+            Some(tls) => Endpoint::from_shared(format!("https://{addr}"))
+                .map_err(bad)?
+                .tls_config(tls.clone())
+                .map_err(bad)?,
+            None => Endpoint::from_shared(format!("http://{addr}")).map_err(bad)?,
+        };
+        let ch = ch
             .connect_timeout(self.inner.opts.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
@@ -602,6 +618,20 @@ impl Client {
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => {
+                    let mut tls = self.tls_failure(&status);
+                    if tls.is_none()
+                        && self.inner.tls.is_none()
+                        && status.metadata().get(meta::ERROR_KIND).is_none()
+                        && crate::tls::speaks_tls(&target).await
+                    {
+                        tls = Some(crate::tls::server_speaks_tls(&target));
+                    }
+                    if let Some(e) = tls {
+                        return Err(match unknown {
+                            Some(u) => Error::OutcomeUnknown(format!("{u}; then: {e}")),
+                            None => e,
+                        });
+                    }
                     let kind = status.metadata().get(meta::ERROR_KIND);
                     node_failed = kind.is_none()
                         || kind.and_then(|k| k.to_str().ok()) == Some(meta::KIND_SHUTTING_DOWN);
@@ -908,6 +938,16 @@ impl Client {
     }
 
     /// The settings this client was created with.
+    /// What a failed call says about TLS, if anything (see `tls.rs`).
+    pub(crate) fn tls_failure(&self, status: &Status) -> Option<Error> {
+        crate::tls::tls_failure(status, self.inner.tls.is_some())
+    }
+
+    /// Whether this client speaks TLS.
+    pub(crate) fn tls_on(&self) -> bool {
+        self.inner.tls.is_some()
+    }
+
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
     }

@@ -2,7 +2,7 @@
 //! [`Error::Invalid`], [`Error::Unavailable`], [`Error::Overloaded`] and [`Error::DiskFull`]
 //! mean it certainly took no effect;
 //! [`Error::OutcomeUnknown`] means it may or may not have (never retry it blindly with a new
-//! identity: read the key to find out).
+//! identity: read the key to find out). [`Error::Tls`] is definite too: nothing was sent.
 
 use std::time::Duration;
 
@@ -39,6 +39,31 @@ pub enum Error {
     /// order:{42}:state`.
     #[error("{0}")]
     PermissionDenied(String),
+    /// TLS could not be set up, or the server and this client do not trust each other (or do
+    /// not both speak TLS); nothing was sent. Retrying does not help: fix the files or flags.
+    #[error("TLS: {message}")]
+    Tls {
+        failure: TlsFailure,
+        message: String,
+    },
+}
+
+/// What went wrong with TLS (see [`Error::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// A TLS file of the client is missing, unreadable or not PEM (or only one of cert/key).
+    Config,
+    /// The server's certificate is not signed by the CA in `--cacert`, or does not name the
+    /// host dialed.
+    UntrustedServer,
+    /// The server refused this client's certificate (or wants one).
+    ClientRefused,
+    /// The client speaks TLS, the server plaintext.
+    ServerSpeaksPlaintext,
+    /// The client speaks plaintext, the server TLS.
+    ServerSpeaksTls,
+    /// Any other failed handshake.
+    Handshake,
 }
 
 impl Error {

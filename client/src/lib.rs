@@ -21,10 +21,12 @@ mod client;
 mod error;
 mod outcome;
 mod retry;
+mod tls;
 
 pub use admin::MemberChange;
 pub use client::{
     CasOutcome, Client, ClientOptions, Expect, KeyValue, ReadConsistency, ScanPage, Versioned,
 };
-pub use error::Error;
+pub use error::{Error, TlsFailure};
 pub use ringkv_proto::pb::{MemberChangeResponse, StatusResponse};
+pub use tls::TlsOptions;

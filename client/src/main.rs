@@ -2,7 +2,9 @@
 //!
 //! Exit codes (design section 8): 0 success; 1 a negative answer (key not found, compare
 //! failed); 2 usage error or input rejected as invalid; 3 cluster unavailable, timeout, or
-//! unknown outcome; 4 not authenticated (no or a wrong token) or permission denied.
+//! unknown outcome; 4 not authenticated (no or a wrong token), permission denied, or a TLS
+//! trust failure (the server's certificate is not signed by the CA in `--cacert`, this
+//! client's certificate was refused, or one side does not speak TLS) or a bad TLS file.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +46,27 @@ struct Cli {
     /// node into one (`ringkv bench` uses this to measure the unbatched path).
     #[arg(long, global = true)]
     no_batch: bool,
+    /// The cluster CA (PEM): speak TLS and trust only servers it signed.
+    #[arg(long, env = "RINGKV_CACERT", global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present, with `--key`; needs `--cacert`.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        env = "RINGKV_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of `--cert` (PEM).
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        env = "RINGKV_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,7 +139,9 @@ fn exit_for(e: &Error) -> ExitCode {
         | Error::Overloaded { .. }
         | Error::OutcomeUnknown(_)
         | Error::DiskFull { .. } => ExitCode::from(3),
-        Error::Unauthenticated(_) | Error::PermissionDenied(_) => ExitCode::from(4),
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::Tls { .. } => {
+            ExitCode::from(4)
+        }
     }
 }
 
@@ -144,6 +169,17 @@ async fn run(cli: Cli) -> ExitCode {
     opts.batch_requests = !cli.no_batch;
     opts.token = cli.token.clone();
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
+    match (&cli.cacert, &cli.cert) {
+        (Some(ca), _) => {
+            opts.tls = Some(ringkv_client::TlsOptions {
+                ca: ca.clone(),
+                cert: cli.cert.clone(),
+                key: cli.key.clone(),
+            });
+        }
+        (None, Some(_)) => return usage("--cert and --key need --cacert (the cluster CA)"),
+        (None, None) => {}
+    }
     opts.attempt_timeout = opts.attempt_timeout.min(opts.request_timeout);
     if matches!(cli.command, Command::Member(_) | Command::Backup(_)) {
         // A membership step waits for Raft, a backup for its snapshot to be built.

@@ -100,11 +100,21 @@ pub async fn run(client: &Client, as_json: bool) -> ExitCode {
         .first()
         .map(|a| a.cluster_id.clone())
         .unwrap_or_default();
+    // Nodes that have not learned the UUID yet report none; any that do report the same one.
+    let cluster_uuid = answers
+        .iter()
+        .map(|a| a.cluster_uuid.clone())
+        .find(|u| !u.is_empty())
+        .unwrap_or_default();
     if as_json {
-        let out = json!({ "cluster_id": cluster_id, "nodes": node_rows, "shards": shards });
+        let out = json!({ "cluster_id": cluster_id, "cluster_uuid": cluster_uuid, "nodes": node_rows, "shards": shards });
         println!("{out}");
     } else {
-        println!("cluster {cluster_id}");
+        if cluster_uuid.is_empty() {
+            println!("cluster {cluster_id}");
+        } else {
+            println!("cluster {cluster_id} (uuid {cluster_uuid})");
+        }
         println!("{:<6} {:<22} {:<10} LEADS", "NODE", "ADDRESS", "REACHABLE");
         for n in &node_rows {
             println!(

@@ -41,3 +41,7 @@ pub const KIND_INTERNAL: &str = "internal";
 pub const KIND_UNAUTHENTICATED: &str = "unauthenticated";
 /// The caller's role or prefix does not allow the request; nothing was done. Do not retry.
 pub const KIND_PERMISSION_DENIED: &str = "permission_denied";
+/// A Raft call without a peer certificate (TLS is on): refused before it reached Raft.
+pub const KIND_PEER_UNAUTHENTICATED: &str = "peer_unauthenticated";
+/// A Raft call whose certificate (from the cluster CA) names no host on the peer list.
+pub const KIND_PEER_NOT_ALLOWED: &str = "peer_not_allowed";

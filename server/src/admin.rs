@@ -41,10 +41,12 @@ pub struct AdminState {
     pub ready_lag_entries_max: u64,
 }
 
-/// Serves the admin endpoint on `listener` until `cancel` fires.
+/// Serves the admin endpoint on `listener` until `cancel` fires; only over TLS when `tls` is
+/// given.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -54,9 +56,19 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/status", get(status))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    match tls {
+        Some(config) => {
+            let listener = crate::tls::admin::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await
+        }
+    }
 }
 
 /// `ok`, or 503 naming the storage failure that is stopping this node.

@@ -112,9 +112,38 @@ pub struct NodeArgs {
     pub log_format: String,
     /// Authenticate clients with this tokens file (TOML `[[token]]` entries: name, sha256 of
     /// the token or cert_name, role admin|readwrite|readonly, optional prefix). Re-read on
-    /// SIGHUP. Without it (and without TLS) any client may do anything.
+    /// SIGHUP. Without it any client may do anything (TLS alone does not yet require a client
+    /// identity: give this file too).
     #[arg(long)]
     pub auth_tokens: Option<PathBuf>,
+    /// This node's certificate (PEM; the chain may follow). With `--tls-key` and `--tls-ca`,
+    /// every port (client, peer, admin) speaks only TLS, and every channel this node dials uses
+    /// it as client certificate. Its names must include the host peers and clients dial.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): the only root trusted for peers' and clients' certificates.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// With TLS: the certificate names (SAN DNS, SAN IP or CN) allowed to speak Raft to this
+    /// node, comma-separated. Default: the hosts of `--peers` and of every member record.
+    #[arg(long)]
+    pub peer_allowed_names: Option<String>,
+    /// Serve without TLS on a non-loopback address (anyone who reaches the ports can read,
+    /// write and speak Raft). Logged as a warning at start and every hour.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// A non-loopback address and no TLS: the one line that says how to fix it.
+pub const INSECURE_FIX: &str = "give --tls-cert/--tls-key/--tls-ca (see `ringkv-server certs`), \
+     or --insecure to serve in plaintext anyway";
+
+fn is_loopback(addr: &str) -> bool {
+    addr.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback())
 }
 
 /// A validated node configuration.
@@ -149,6 +178,12 @@ pub struct Config {
     pub disk_free_min_mb: u64,
     /// Client authentication (paths only: no secret is ever in the configuration).
     pub auth: crate::auth::AuthSettings,
+    /// The loaded TLS files (`Debug` shows their paths only); `None`: plaintext.
+    pub tls: Option<std::sync::Arc<crate::tls::config::Tls>>,
+    /// `--peer-allowed-names`, when given.
+    pub peer_allowed_names: Option<Vec<String>>,
+    /// `--insecure`: plaintext on a non-loopback address was asked for.
+    pub insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -411,6 +446,58 @@ impl NodeArgs {
         if let Some(path) = &self.auth_tokens {
             crate::auth::Table::load(path).map_err(|e| bad("auth_tokens", e.to_string()))?;
         }
+        let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                let files = crate::tls::config::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                };
+                let tls =
+                    crate::tls::config::Tls::load(&files).map_err(|e| bad("tls", e.to_string()))?;
+                Some(std::sync::Arc::new(tls))
+            }
+            _ => {
+                return Err(bad(
+                    "tls",
+                    "give all three of --tls-cert, --tls-key and --tls-ca, or none",
+                ));
+            }
+        };
+        if tls.is_none() && !self.insecure {
+            let exposed = std::iter::once(&listen)
+                .chain(std::iter::once(&peer_listen))
+                .chain(self.admin_listen.iter())
+                .find(|a| !is_loopback(a));
+            if let Some(a) = exposed {
+                return Err(bad(
+                    "tls",
+                    format!("{a} is not a loopback address and TLS is off: {INSECURE_FIX}"),
+                ));
+            }
+        }
+        let peer_allowed_names = match &self.peer_allowed_names {
+            None => None,
+            Some(list) => {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect();
+                if names.is_empty() {
+                    return Err(bad("peer_allowed_names", "names no certificate name"));
+                }
+                if tls.is_none() {
+                    return Err(bad(
+                        "peer_allowed_names",
+                        "needs TLS (--tls-cert/--tls-key/--tls-ca): without it no peer has a name",
+                    ));
+                }
+                Some(names)
+            }
+        };
         Ok(Config {
             id,
             listen,
@@ -444,6 +531,9 @@ impl NodeArgs {
                 tokens_file: self.auth_tokens.clone(),
                 require_identity: false,
             },
+            tls,
+            peer_allowed_names,
+            insecure: self.insecure,
         })
     }
 }
@@ -540,7 +630,15 @@ mod tests {
     }
 
     fn args(listen: &str, peer_listen: Option<&str>, peers: &str) -> NodeArgs {
-        let mut argv = vec!["--id", "1", "--data-dir", "/d", "--listen", listen];
+        let mut argv = vec![
+            "--id",
+            "1",
+            "--data-dir",
+            "/d",
+            "--listen",
+            listen,
+            "--insecure",
+        ];
         argv.extend(["--peers", peers]);
         if let Some(p) = peer_listen {
             argv.extend(["--peer-listen", p]);
@@ -578,6 +676,59 @@ mod tests {
         assert_eq!(field(a).as_deref(), Some("peer_listen"));
         let a = args("127.0.0.1:65000", None, "1=127.0.0.1:65000@h:7101");
         assert_eq!(field(a).as_deref(), Some("peer_listen"));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::test_args::{one_node, parse};
+
+    #[test]
+    fn a_non_loopback_listener_without_tls_is_refused_unless_insecure() {
+        let base = [
+            "--id",
+            "1",
+            "--peers",
+            "1=10.0.0.1:7001",
+            "--data-dir",
+            "/d",
+        ];
+        let on = |listen: &str, extra: &[&str]| {
+            let mut argv: Vec<&str> = base.to_vec();
+            argv.extend(["--listen", listen]);
+            argv.extend(extra);
+            parse(argv).validate()
+        };
+        let e = on("0.0.0.0:7001", &[]).expect_err("refused");
+        assert_eq!(e.field, "tls");
+        assert!(e.to_string().contains("--insecure"), "{e}");
+        assert!(on("0.0.0.0:7001", &["--insecure"]).is_ok());
+        // The admin listener counts too.
+        let e = one_node(&["--admin-listen", "0.0.0.0:9001"]).validate();
+        assert_eq!(e.err().map(|e| e.field).as_deref(), Some("tls"));
+        assert!(one_node(&[]).validate().is_ok());
+    }
+
+    #[test]
+    fn tls_needs_all_three_files() {
+        let e = one_node(&["--tls-cert", "/c.pem"]).validate();
+        assert_eq!(e.err().map(|e| e.field).as_deref(), Some("tls"));
+        let e = one_node(&[
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+            "--tls-ca",
+            "/nonexistent-ca",
+        ])
+        .validate()
+        .expect_err("unreadable");
+        assert!(e.to_string().contains("/c"), "{e}");
+        let e = one_node(&["--peer-allowed-names", "a,b"]).validate();
+        assert_eq!(
+            e.err().map(|e| e.field).as_deref(),
+            Some("peer_allowed_names")
+        );
     }
 }
 

@@ -39,6 +39,10 @@ pub struct Identity {
     /// was written without them): they may vote where their incarnation is not recorded.
     #[serde(default)]
     pub accepts_unrecorded: bool,
+    /// The cluster's UUID (see [`crate::cluster_uuid`]); empty until this node knows it, and
+    /// then not written, so a file without one reads as before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_uuid: String,
 }
 
 /// A data directory as a node opens it.
@@ -49,6 +53,8 @@ pub struct Opened {
     pub fresh: bool,
     pub incarnation: u64,
     pub accepts_unrecorded: bool,
+    /// The recorded cluster UUID, empty when not known yet.
+    pub cluster_uuid: String,
 }
 
 /// A random non-zero incarnation.
@@ -103,6 +109,7 @@ pub fn check_or_create(data_dir: &Path, cfg: &Config) -> anyhow::Result<Opened> 
         ring_vnodes: cfg.ring_vnodes,
         incarnation: new_incarnation(),
         accepts_unrecorded: false,
+        cluster_uuid: String::new(),
     };
     if path.exists() {
         let mut have: Identity = serde_json::from_slice(&fs::read(&path)?)
@@ -139,6 +146,7 @@ pub fn check_or_create(data_dir: &Path, cfg: &Config) -> anyhow::Result<Opened> 
             fresh: false,
             incarnation: have.incarnation,
             accepts_unrecorded: have.accepts_unrecorded,
+            cluster_uuid: have.cluster_uuid,
         });
     }
     if fs::read_dir(data_dir)?.next().is_some() {
@@ -152,6 +160,7 @@ pub fn check_or_create(data_dir: &Path, cfg: &Config) -> anyhow::Result<Opened> 
         fresh: true,
         incarnation: want.incarnation,
         accepts_unrecorded: false,
+        cluster_uuid: String::new(),
     })
 }
 

@@ -34,7 +34,7 @@ pub async fn discover(cfg: &mut Config) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + DISCOVER_TIMEOUT;
     let status = loop {
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{member}"))?
+            let channel = crate::tls::config::endpoint(cfg.tls.as_deref(), &member)?
                 .connect_timeout(Duration::from_secs(2))
                 .connect()
                 .await?;

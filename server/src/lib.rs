@@ -1,7 +1,7 @@
 //! `ringkv-server`: a RingKV node.
 //!
-//! Layout (one concept per module): [`config`] and [`identity`] (what a node is), [`node`]
-//! (wiring and shutdown), [`shard`] (one Raft group: log store, state machine, snapshots,
+//! Layout (one concept per module): [`config`], [`identity`] and [`cluster_uuid`] (what a
+//! node is, and which cluster it belongs to), [`node`] (wiring and shutdown), [`shard`] (one Raft group: log store, state machine, snapshots,
 //! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
 //! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`admin`] and
 //! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development),
@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod balancer;
+pub mod cluster_uuid;
 pub mod codec;
 pub mod config;
 pub mod config_file;

@@ -1,5 +1,5 @@
-//! `ringkv-server`: run one node, `dev` to run a local cluster, or `restore` to seed a node's
-//! data directory from a backup.
+//! `ringkv-server`: run one node, `dev` to run a local cluster, `restore` to seed a node's
+//! data directory from a backup, or `certs` to generate a cluster's TLS certificates.
 
 use clap::{Parser, Subcommand};
 use ringkv_server::config::NodeArgs;
@@ -32,6 +32,8 @@ enum Command {
     Dev(DevArgs),
     /// Seed a new node's data directory from a backup (`ringkv backup save`), then exit.
     Restore(ringkv_server::restore::RestoreArgs),
+    /// Generate a CA, a certificate per node and an admin client certificate (PEM files).
+    Certs(ringkv_server::tls::certs::CertsArgs),
 }
 
 fn init_logging(format: &str) {
@@ -127,6 +129,14 @@ fn main() -> std::process::ExitCode {
                 init_logging("text");
                 dev::run(args, shutdown_signal()).await.map(|()| 0)
             }
+            Some(Command::Certs(args)) => match ringkv_server::tls::certs::run(&args) {
+                Ok(()) => Ok(0),
+                Err(e @ ringkv_server::tls::certs::CertsError::Refused(_)) => {
+                    eprintln!("ringkv-server: {e}");
+                    Ok(2)
+                }
+                Err(e) => Err(e.into()),
+            },
             Some(Command::Restore(args)) => {
                 init_logging("text");
                 match ringkv_server::restore::run(args).await {

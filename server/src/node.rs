@@ -28,6 +28,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::admin::{self, AdminState};
 use crate::auth::Auth;
 use crate::balancer;
+use crate::cluster_uuid::ClusterUuid;
 use crate::config::Config;
 use crate::identity;
 use crate::metrics::Metrics;
@@ -46,6 +47,7 @@ use crate::storage::flush::FlushCoordinator;
 use crate::storage::health::StorageHealth;
 use crate::storage::space::DiskSpace;
 use crate::storage::wal::Wal;
+use crate::tls::peers::PeerCheck;
 use crate::typ::{Node, Raft};
 
 /// gRPC messages (Raft appends, forwarded scans) are capped at this.
@@ -142,6 +144,21 @@ pub fn append_timeout(cfg: &Config) -> Duration {
     Duration::from_millis((cfg.election_timeout_ms / 2).max(cfg.heartbeat_interval_ms))
 }
 
+/// How often `--insecure` is repeated in the log.
+const INSECURE_WARNING_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `--insecure`: a warning now and every [`INSECURE_WARNING_INTERVAL`] (aborted at shutdown).
+async fn warn_insecure(cfg: Config) {
+    let mut every = tokio::time::interval(INSECURE_WARNING_INTERVAL);
+    loop {
+        every.tick().await;
+        tracing::warn!(listen = %cfg.listen, peer_listen = %cfg.peer_listen,
+            admin_listen = ?cfg.admin_listen,
+            "--insecure: serving without TLS; anyone who reaches these ports can read and write \
+             every key and speak Raft as a peer");
+    }
+}
+
 /// Runs a node until `shutdown` resolves, then shuts it down gracefully. `listener` is the
 /// client listener (`--listen`), `peer_listener` the peer listener (`--peer-listen`).
 pub async fn run(
@@ -161,6 +178,7 @@ pub async fn run(
     crate::join::discover(&mut cfg).await?;
     let opened = identity::check_or_create(&cfg.data_dir, &cfg)?;
     let fresh = opened.fresh;
+    let cluster_uuid = Arc::new(ClusterUuid::new(&cfg.data_dir, &opened.cluster_uuid));
     tracing::info!(node = cfg.id, cluster = %cfg.cluster_id, listen = %cfg.listen,
         peer_listen = %cfg.peer_listen, shards = cfg.shards,
         data_dir = %cfg.data_dir.display(), fresh, incarnation = %format!("{:016x}", opened.incarnation),
@@ -172,6 +190,9 @@ pub async fn run(
         );
     }
     tracing::info!(config = ?cfg, "effective configuration");
+    let insecure_warning = cfg
+        .insecure
+        .then(|| tokio::spawn(warn_insecure(cfg.clone())));
     let db_dir = cfg.data_dir.join("db");
     let db = sled::Config::new()
         .path(&db_dir)
@@ -192,11 +213,12 @@ pub async fn run(
         &health,
     );
     space.sample();
-    let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS));
+    let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS, cfg.tls.clone()));
     let ctx = Arc::new(NetContext {
         cluster_id: cfg.cluster_id.clone(),
+        cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
-        pool: ChannelPool::new(CONNECT_TIMEOUT_MS),
+        pool: ChannelPool::new(CONNECT_TIMEOUT_MS, cfg.tls.clone()),
         message_bytes_max: MESSAGE_BYTES_MAX,
         peers: Default::default(),
         append_timeout: append_timeout(&cfg),
@@ -226,9 +248,23 @@ pub async fn run(
         Some(metrics.admission_observers()),
     );
     let shutting_down = Arc::new(AtomicBool::new(false));
-    let auth = Arc::new(
-        Auth::new(&cfg.auth, crate::auth::no_peers()).context("loading the auth tokens file")?,
-    );
+    // With TLS: who is a node of this cluster (Raft calls, and forwarded client requests that
+    // name the client they carry).
+    let peer_check = cfg.tls.as_ref().map(|_| {
+        Arc::new(PeerCheck::new(
+            cfg.peer_allowed_names.as_deref(),
+            cfg.peers.values(),
+            shards.clone(),
+        ))
+    });
+    let is_peer: crate::auth::PeerCheck = match &peer_check {
+        Some(p) => {
+            let p = p.clone();
+            Arc::new(move |names: &[String]| p.allows_any(names))
+        }
+        None => crate::auth::no_peers(),
+    };
+    let auth = Arc::new(Auth::new(&cfg.auth, is_peer).context("loading the auth tokens file")?);
     if auth.enabled() {
         tracing::info!(
             identities = auth.tokens().current().len(),
@@ -252,6 +288,7 @@ pub async fn run(
         router: router.clone(),
         peers: cfg.peers.clone(),
         incarnation: opened.incarnation,
+        cluster_uuid: cluster_uuid.clone(),
         space: space.clone(),
     });
     let cancel = CancellationToken::new();
@@ -259,6 +296,7 @@ pub async fn run(
     let peer_cancel = CancellationToken::new();
     let raft_rpc = RaftService {
         cluster_id: cfg.cluster_id.clone(),
+        cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
         voter: VoterCheck {
             incarnation: opened.incarnation,
@@ -267,6 +305,7 @@ pub async fn run(
         shards: shards.clone(),
         shutdown: peer_cancel.clone(),
         appends: metrics.raft_appends.clone(),
+        peer_check,
     };
     let peer_server = peer_server::start(
         peer_listener,
@@ -274,13 +313,20 @@ pub async fn run(
         peer_cancel,
         cfg.shards,
         MESSAGE_BYTES_MAX,
+        cfg.tls.as_ref().map(|t| t.peer_port()),
     )
     .context("starting the peer server")?;
 
     let server_cancel = cancel.clone();
     let incoming = crate::network::accept_nodelay(listener);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        builder = builder
+            .tls_config(tls.client_port())
+            .context("the client listener's TLS configuration")?;
+    }
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .tcp_nodelay(true)
             .add_service(InterceptedService::new(
                 KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX),
@@ -310,14 +356,20 @@ pub async fn run(
                 contact_window: Duration::from_millis(cfg.election_timeout_ms * 5),
                 ready_lag_entries_max: cfg.ready_lag_entries_max,
             });
-            Some(tokio::spawn(admin::serve(listener, state, cancel.clone())))
+            let tls = cfg.tls.as_ref().map(|t| t.admin());
+            Some(tokio::spawn(admin::serve(
+                listener,
+                state,
+                tls,
+                cancel.clone(),
+            )))
         }
         None => None,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     // A new cluster's first node waits for its peers here; a stop request still ends it.
     let stopped_early = tokio::select! {
-        r = bootstrap(&cfg, &shards, &router.pool, opened.incarnation) => {
+        r = bootstrap(&cfg, &shards, &router.pool, opened.incarnation, &cluster_uuid) => {
             r?;
             false
         }
@@ -382,6 +434,9 @@ pub async fn run(
         let _ = compaction.await;
     }
     let _ = leadership_log.await;
+    if let Some(w) = insecure_warning {
+        w.abort();
+    }
     if let Some(admin) = admin {
         match admin.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "admin endpoint ended with an error"),
@@ -446,6 +501,7 @@ async fn bootstrap(
     shards: &Shards,
     pool: &ChannelPool,
     incarnation: u64,
+    cluster_uuid: &ClusterUuid,
 ) -> anyhow::Result<()> {
     let first = cfg.peers.keys().next().copied();
     if cfg.join.is_some() || first != Some(cfg.id) {
@@ -467,6 +523,13 @@ async fn bootstrap(
         );
         return Ok(());
     };
+    // A new cluster: choose its UUID, durably, before any shard exists to carry it (a restart
+    // after a crash here keeps the one recorded).
+    if cluster_uuid.get().is_empty() {
+        cluster_uuid
+            .record(&crate::cluster_uuid::generate())
+            .context("recording the new cluster's UUID")?;
+    }
     for shard in uninitialized {
         shard
             .raft

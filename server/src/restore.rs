@@ -50,6 +50,13 @@ pub struct RestoreArgs {
     /// The new cluster's id; default: the backed-up cluster's id.
     #[arg(long)]
     pub cluster_id: Option<String>,
+    /// The new cluster's UUID (give the same one to every node's restore). Default: derived
+    /// from the backup (its cluster, creation time and contents), the new cluster id and
+    /// `--peers`, so every node's restore agrees without being told, and a restored cluster
+    /// never passes for the one it was copied from. Restoring one backup twice with the same
+    /// `--peers` and `--cluster-id` gives the same UUID: give one of them another here.
+    #[arg(long)]
+    pub cluster_uuid: Option<String>,
 }
 
 /// Why a restore was refused: a bad backup file or bad arguments (exit 2), or a failure while
@@ -93,13 +100,25 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
         backup::verify(&mut file).map_err(|e| refused(format!("{}: {e}", args.from.display())))?;
     let header = &summary.header;
     let cluster_id = args.cluster_id.clone().unwrap_or(header.cluster_id.clone());
+    let cluster_uuid = match &args.cluster_uuid {
+        Some(u) => crate::cluster_uuid::parse(u).map_err(|e| refused(e.to_string()))?,
+        None => derived_uuid(&summary, &cluster_id, &peers),
+    };
     let staging = staging_dir(&args.data_dir);
     if staging.exists() {
         // A leftover of an interrupted restore: never used, safe to discard.
         fs::remove_dir_all(&staging).context("removing a leftover staging directory")?;
     }
     fs::create_dir_all(&staging).context("creating the staging directory")?;
-    let result = seed(&args, &peers, &cluster_id, &summary, &mut file, &staging).await;
+    let result = seed(
+        &args,
+        &peers,
+        (&cluster_id, &cluster_uuid),
+        &summary,
+        &mut file,
+        &staging,
+    )
+    .await;
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&staging);
         return Err(e);
@@ -121,10 +140,40 @@ pub async fn run(args: RestoreArgs) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// The default UUID of a restored cluster (see [`RestoreArgs::cluster_uuid`]): the same for
+/// every node's restore of one backup into one new cluster.
+fn derived_uuid(
+    summary: &backup::Summary,
+    cluster_id: &str,
+    peers: &BTreeMap<u64, Node>,
+) -> String {
+    let mut text = format!(
+        "ringkv restore\n{:?}\n{}\n{}\n{}\n{:?}\n",
+        summary.header.cluster_id,
+        summary.header.created_unix_ms,
+        summary.bytes,
+        summary.header.shards,
+        cluster_id
+    );
+    for s in &summary.sections {
+        text.push_str(&format!(
+            "{} {} {} {}\n",
+            s.shard, s.offset, s.len, s.records
+        ));
+    }
+    for (id, node) in peers {
+        text.push_str(&format!("{id}={}@{}\n", node.addr, node.peer_addr()));
+    }
+    let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+    uuid::Uuid::new_v8(hash.to_be_bytes())
+        .hyphenated()
+        .to_string()
+}
+
 async fn seed(
     args: &RestoreArgs,
     peers: &BTreeMap<u64, Node>,
-    cluster_id: &str,
+    (cluster_id, cluster_uuid): (&str, &str),
     summary: &backup::Summary,
     file: &mut File,
     staging: &Path,
@@ -141,6 +190,7 @@ async fn seed(
             // The restored membership records no incarnations; the leader records them once
             // the cluster runs.
             accepts_unrecorded: true,
+            cluster_uuid: cluster_uuid.to_string(),
         },
     )?;
     let db_dir = staging.join("db");

@@ -146,6 +146,23 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// The bearer token the harness's own clients send (nodes started with --auth-tokens).
     pub token: Option<String>,
+    /// With TLS: the directory `ringkv-server certs` wrote the cluster's files into.
+    tls: Option<PathBuf>,
+}
+
+/// Writes a new CA, `nodes` node certificates and the admin client certificate into `dir`
+/// with `ringkv-server certs` (the names of every node: `node-I`, `localhost`, `127.0.0.1`).
+pub fn make_certs(dir: &Path, nodes: u64) {
+    let out = Command::new(binary("ringkv-server"))
+        .args(["certs", "--nodes", &nodes.to_string(), "--out"])
+        .arg(dir)
+        .output()
+        .expect("run ringkv-server certs");
+    assert!(
+        out.status.success(),
+        "certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Cluster {
@@ -160,6 +177,61 @@ impl Cluster {
             c.spawn(id);
         }
         c
+    }
+
+    /// Starts `n` nodes with TLS on every port: a new CA and certificates for `n` nodes (and
+    /// the admin client) in the cluster's temporary directory.
+    pub fn start_tls(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
+        let mut c = Self::prepare_tls(n, shards, extra_args);
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    /// [`Cluster::prepare`] with TLS (see [`Cluster::start_tls`]).
+    pub fn prepare_tls(n: u64, shards: u32, extra_args: &[&str]) -> Cluster {
+        let mut c = Self::prepare(n, shards, extra_args);
+        let dir = c._dir.path().join("certs");
+        // Two spare node certificates, for nodes that join later.
+        make_certs(&dir, n + 2);
+        c.tls = Some(dir);
+        c
+    }
+
+    /// The directory of the cluster's TLS files (`ca.pem`, `node-I.pem`, `client.pem`, keys).
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.tls.as_deref()
+    }
+
+    /// Client options for every node: with TLS, the CA and the admin client certificate.
+    pub fn client_options(&self, endpoints: Vec<String>) -> ClientOptions {
+        let mut o = ClientOptions::new(endpoints);
+        o.tls = self.tls.as_ref().map(|d| ringkv_client::TlsOptions {
+            ca: d.join("ca.pem"),
+            cert: Some(d.join("client.pem")),
+            key: Some(d.join("client.key")),
+        });
+        o.token = self.token.clone();
+        o
+    }
+
+    /// The CLI's TLS flags for this cluster (empty without TLS).
+    pub fn cli_tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(d) => [
+                "--cacert",
+                "ca.pem",
+                "--cert",
+                "client.pem",
+                "--key",
+                "client.key",
+            ]
+            .chunks(2)
+            .flat_map(|p| [p[0].to_string(), d.join(p[1]).display().to_string()])
+            .collect(),
+        }
     }
 
     /// Lays out `n` nodes (addresses, data directories) without starting them. Every node
@@ -233,6 +305,7 @@ impl Cluster {
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             token: None,
+            tls: None,
         }
     }
 
@@ -292,7 +365,17 @@ impl Cluster {
         let bin = binary("ringkv-server");
         let peers = self.peers.clone();
         let shards = self.shards.to_string();
-        let extra = self.extra_args.clone();
+        let mut extra = self.extra_args.clone();
+        if let Some(d) = &self.tls {
+            for (flag, file) in [
+                ("--tls-cert", format!("node-{id}.pem")),
+                ("--tls-key", format!("node-{id}.key")),
+                ("--tls-ca", "ca.pem".to_string()),
+            ] {
+                extra.push(flag.to_string());
+                extra.push(d.join(file).display().to_string());
+            }
+        }
         let node = self.nodes.get_mut(&id).expect("node id");
         node.starts += 1;
         node.hold = None;
@@ -353,16 +436,12 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        let mut o = ClientOptions::new(self.endpoints());
-        o.token = self.token.clone();
-        Client::new(o).expect("client")
+        Client::new(self.client_options(self.endpoints())).expect("client")
     }
 
     /// A client that talks only to `id` (serializable reads are then served by that node).
     pub fn client_of(&self, id: u64) -> Client {
-        let mut o = ClientOptions::new(vec![self.addr(id)]);
-        o.token = self.token.clone();
-        Client::new(o).expect("client")
+        Client::new(self.client_options(vec![self.addr(id)])).expect("client")
     }
 
     /// SIGHUP: a node re-reads its auth tokens file.

@@ -18,6 +18,21 @@ use tokio::sync::Mutex;
 const SHARDS: u32 = 4;
 const KEYS_BEFORE: usize = 3_000;
 
+/// The cluster UUID every node of `cluster` reports (they must agree and it must be set).
+async fn cluster_uuid_of(cluster: &Cluster) -> String {
+    let uuids: Vec<String> = cluster
+        .statuses()
+        .await
+        .into_values()
+        .map(|s| s.expect("every node answers Status").cluster_uuid)
+        .collect();
+    assert!(
+        !uuids[0].is_empty() && uuids.iter().all(|u| *u == uuids[0]),
+        "nodes disagree on the cluster UUID or do not know it: {uuids:?}"
+    );
+    uuids[0].clone()
+}
+
 /// Runs `ringkv-server restore`; returns (exit code, stderr).
 fn restore(from: &Path, id: u64, peers: &str, data_dir: &Path) -> (i32, String) {
     let out = Command::new(binary("ringkv-server"))
@@ -94,6 +109,7 @@ async fn a_backup_of_a_live_cluster_restores_into_a_new_one_and_corruption_is_re
     let (code, out, err) = cli(&endpoints, &["backup", "verify", &file_arg]);
     assert_eq!(code, 0, "verify failed: {err}");
     assert!(out.contains("valid backup"), "verify said: {out}");
+    let old_uuid = cluster_uuid_of(&old).await;
     drop(old);
 
     // A new cluster, seeded from the backup.
@@ -109,6 +125,12 @@ async fn a_backup_of_a_live_cluster_restores_into_a_new_one_and_corruption_is_re
     new.wait_for_leaders(Duration::from_secs(15))
         .await
         .expect("leaders in the restored cluster");
+    // A restored cluster is a new cluster: every node knows its new UUID from the start.
+    let new_uuid = cluster_uuid_of(&new).await;
+    assert_ne!(
+        new_uuid, old_uuid,
+        "the restored cluster must not pass for the one it was copied from"
+    );
     let c = new.client();
     for chunk in before.chunks(100) {
         let gets = chunk.iter().map(|(k, _)| {

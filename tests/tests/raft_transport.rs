@@ -65,6 +65,7 @@ fn envelope(cluster_id: &str, shard_id: u32, to: u64, payload: &[u8]) -> RaftReq
         to,
         payload: Bytes::copy_from_slice(payload),
         to_incarnation: 0,
+        cluster_uuid: String::new(),
     }
 }
 

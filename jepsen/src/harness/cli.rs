@@ -46,10 +46,11 @@ pub struct TestArgs {
     /// Report directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Concurrent client processes.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=200))]
+    /// Concurrent client processes, each serving one shard (worker w the shard w mod shards);
+    /// at least one per shard is run even when this is smaller.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=200))]
     pub concurrency: u64,
-    /// Register keys (spread over the shards).
+    /// Register keys (dealt out over the shards, at least one each).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub keys: u64,
     #[arg(long, default_value_t = 8)]
@@ -243,11 +244,14 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     if args.sync_dirs_after_start {
         db.sync_all_dirs();
     }
-    let server_version = admin
+    let status = admin
         .status_of(&endpoints[0])
         .await
-        .map(|s| s.version)
-        .unwrap_or_default();
+        .map_err(|e| HarnessError::Unhealthy(format!("status of {}: {e}", endpoints[0])))?;
+    let server_version = status.version.clone();
+    // The servers' ring, so each worker's keys are on its own shard.
+    let ring = ringkv_proto::ring::Ring::new(status.shard_count, status.ring_vnodes);
+    let keys_by_shard = workload::register_keys_by_shard(&ring, args.keys);
 
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
@@ -259,12 +263,16 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         recorder: recorder.clone(),
         next_process: AtomicU64::new(0),
         next_value: AtomicU64::new(1),
-        keys: args.keys,
+        ring: ring.clone(),
+        keys_by_shard,
         consistency,
         deadline: start + Duration::from_secs(args.time_limit),
     });
     let mut tasks = Vec::new();
-    for w in 0..args.concurrency as usize {
+    let shard_count = ring.shard_count() as usize;
+    let concurrency = (args.concurrency as usize).max(shard_count);
+    for w in 0..concurrency {
+        let shard = w % shard_count;
         // Serializable reads: pin each worker to one node so stale replicas are observable.
         let eps = match args.read_consistency {
             Consistency::Serializable => vec![endpoints[w % n].clone()],
@@ -278,8 +286,10 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         let ws = workers.clone();
         let worker_seed = seed.wrapping_add(w as u64 + 1);
         tasks.push(match args.workload {
-            WorkloadKind::Register => tokio::spawn(workload::register_worker(ws, c, worker_seed)),
-            WorkloadKind::Set => tokio::spawn(workload::set_worker(ws, c)),
+            WorkloadKind::Register => {
+                tokio::spawn(workload::register_worker(ws, c, worker_seed, shard))
+            }
+            WorkloadKind::Set => tokio::spawn(workload::set_worker(ws, c, shard)),
         });
     }
 
@@ -350,7 +360,8 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
 
     // Checks.
     let stats = checks::stats(&events);
-    let availability = checks::availability(&events, &applied, workload_end_ns);
+    let shard_of = |k: &str| Some(ring.shard_for(k.as_bytes()));
+    let availability = checks::availability(&events, &applied, &shard_of, workload_end_ns);
     let mut checkers = serde_json::Map::new();
     let mut validity = Validity::Valid;
     let mut timeline = None;
@@ -421,7 +432,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         "options": {
             "nodes": args.nodes, "time_limit_s": args.time_limit, "workload": args.workload,
             "nemesis": args.nemesis, "read_consistency": args.read_consistency,
-            "concurrency": args.concurrency, "keys": args.keys, "shards": args.shards,
+            "concurrency": concurrency, "keys": workers.all_keys().count(), "shards": args.shards,
             "fault_ms": args.fault_ms, "heal_ms": args.heal_ms,
         },
         "versions": {"ringkv_jepsen": env!("CARGO_PKG_VERSION"), "ringkv_server": server_version, "server_bin": bin.display().to_string()},
@@ -461,7 +472,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     let _ = std::fs::remove_dir_all(&data);
 
     eprintln!(
-        "{}: {} ok, {} fail, {} info; faults {:?}; longest unavailability {:.0} ms; report {}",
+        "{}: {} ok, {} fail, {} info; faults {:?}; longest unavailability {:.0} ms; failover ms {:?}; report {}",
         match (validity, &final_error) {
             (Validity::Invalid, _) => "INVALID",
             (_, Some(_)) => "INCOMPLETE (the cluster did not recover)",
@@ -473,6 +484,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         stats.info,
         faults_by_kind,
         availability.longest_gap_ms,
+        availability.failover_ms,
         out.join("index.html").display()
     );
     println!(

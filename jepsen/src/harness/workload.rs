@@ -8,6 +8,13 @@
 //!   checked for linearizability per key.
 //! - `set`: unique adds (`set:<bucket>:<element>`); after healing, a final read of every bucket
 //!   must contain every acknowledged add.
+//!
+//! Load is kept on every shard independently: each worker serves one shard (worker `w` the
+//! shard `w mod shards`) and only touches keys that the ring (`ringkv_proto::ring`, the same
+//! map the client routes by) puts on that shard. A shard stalled by a fault then holds up only
+//! its own workers, so the others keep measuring, and each shard's recovery after a fault is
+//! visible on its own (`checks::failover`). The checks do not depend on this: keys and values
+//! are as before, only which worker uses which key changed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +24,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
+use ringkv_proto::ring::Ring;
 use serde_json::{Value, json};
 
 use super::record::Recorder;
@@ -33,7 +41,10 @@ pub enum WorkloadKind {
 /// Buckets of the set workload (each final read is one prefix scan).
 pub const SET_BUCKETS: u64 = 16;
 
-/// A client for one worker: short deadlines so unknown outcomes do not stall the run.
+/// A client for one worker: a 2 s deadline per request (what a service answering people would
+/// give a database write), 1 s per attempt, at most 4 attempts, 0.5 s to connect. A request
+/// waiting on a leader that has gone leaves it as soon as the client learns of the new leader
+/// (the client library's leader probe), not only when the attempt times out.
 pub fn client(endpoints: Vec<String>) -> Result<Client, Error> {
     let mut o = ClientOptions::new(endpoints);
     o.request_timeout = Duration::from_millis(2_000);
@@ -61,24 +72,60 @@ fn outcome(r: Result<bool, Error>) -> EventType {
     }
 }
 
+/// The register keys of each shard: `keys` keys in all, `reg:<n>` with the smallest `n` the
+/// ring puts on each shard, dealt out so every shard gets `keys / shards` or one more (and at
+/// least one).
+pub fn register_keys_by_shard(ring: &Ring, keys: u64) -> Vec<Vec<String>> {
+    let shards = ring.shard_count() as usize;
+    let keys = (keys as usize).max(shards);
+    let want = |s: usize| keys / shards + usize::from(s < keys % shards);
+    let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); shards];
+    let mut n = 0u64;
+    // The ring spreads names evenly, so this ends after a few times `keys` names; the bound
+    // only guards against a broken ring.
+    while (0..shards).any(|s| by_shard[s].len() < want(s)) && n < 1_000 * keys as u64 {
+        let key = format!("reg:{n}");
+        let s = ring.shard_for(key.as_bytes()) as usize;
+        if by_shard[s].len() < want(s) {
+            by_shard[s].push(key);
+        }
+        n += 1;
+    }
+    by_shard
+}
+
 /// Shared state of the workers.
 pub struct Workers {
     pub recorder: Arc<Recorder>,
     pub next_process: AtomicU64,
     pub next_value: AtomicU64,
-    pub keys: u64,
+    /// The ring the servers use (learned from their Status).
+    pub ring: Ring,
+    /// Register keys per shard (`register_keys_by_shard`).
+    pub keys_by_shard: Vec<Vec<String>>,
     pub consistency: ReadConsistency,
     pub deadline: Instant,
 }
 
-/// Runs one worker until the deadline: register operations.
-pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
+impl Workers {
+    /// Every register key, shard by shard.
+    pub fn all_keys(&self) -> impl Iterator<Item = &String> {
+        self.keys_by_shard.iter().flatten()
+    }
+}
+
+/// Runs one worker until the deadline: register operations on the keys of `shard`.
+pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64, shard: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = w.next_process.fetch_add(1, Ordering::Relaxed);
-    let mut last_seen: Vec<Value> = vec![Value::Null; w.keys as usize];
+    let keys = match w.keys_by_shard.get(shard) {
+        Some(k) if !k.is_empty() => k.clone(),
+        _ => return,
+    };
+    let mut last_seen: Vec<Value> = vec![Value::Null; keys.len()];
     while Instant::now() < w.deadline {
-        let k = rng.random_range(0..w.keys);
-        let key = format!("reg:{k}");
+        let k = rng.random_range(0..keys.len());
+        let key = keys[k].clone();
         let roll = rng.random_range(0..100);
         let retired = if roll < 50 {
             w.recorder.record(
@@ -91,7 +138,7 @@ pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
             match client.get(key.clone(), w.consistency).await {
                 Ok(v) => {
                     let value = v.map(|v| decode(&v.value)).unwrap_or(Value::Null);
-                    last_seen[k as usize] = value.clone();
+                    last_seen[k] = value.clone();
                     w.recorder
                         .record(process, EventType::Ok, Function::Read, &key, value);
                 }
@@ -107,14 +154,14 @@ pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
                 .record(process, EventType::Invoke, Function::Write, &key, json!(v));
             let outcome = outcome(client.put(key.clone(), v.to_string()).await.map(|_| true));
             if outcome == EventType::Ok {
-                last_seen[k as usize] = json!(v);
+                last_seen[k] = json!(v);
             }
             w.recorder
                 .record(process, outcome, Function::Write, &key, json!(v));
             outcome == EventType::Info
         } else {
             let v = w.next_value.fetch_add(1, Ordering::Relaxed);
-            let expected = last_seen[k as usize].clone();
+            let expected = last_seen[k].clone();
             let arg = json!([expected, v]);
             w.recorder
                 .record(process, EventType::Invoke, Function::Cas, &key, arg.clone());
@@ -127,7 +174,7 @@ pub async fn register_worker(w: Arc<Workers>, client: Client, seed: u64) {
                 .await;
             let outcome = outcome(result.map(|o| o.succeeded));
             if outcome == EventType::Ok {
-                last_seen[k as usize] = json!(v);
+                last_seen[k] = json!(v);
             }
             w.recorder
                 .record(process, outcome, Function::Cas, &key, arg);
@@ -144,12 +191,22 @@ pub fn set_key(e: u64) -> String {
     format!("set:{}:{e}", e % SET_BUCKETS)
 }
 
-/// Runs one worker until the deadline: unique adds.
-pub async fn set_worker(w: Arc<Workers>, client: Client) {
+/// Runs one worker until the deadline: unique adds of elements whose keys are on `shard`.
+/// Elements drawn for other shards are skipped (never attempted, so never expected).
+pub async fn set_worker(w: Arc<Workers>, client: Client, shard: usize) {
     let mut process = w.next_process.fetch_add(1, Ordering::Relaxed);
     let add = Function::Other("add".into());
-    while Instant::now() < w.deadline {
-        let e = w.next_value.fetch_add(1, Ordering::Relaxed);
+    'run: while Instant::now() < w.deadline {
+        // The ring spreads keys evenly: a few draws find one of this shard.
+        let mut drawn = None;
+        for _ in 0..10_000 {
+            let e = w.next_value.fetch_add(1, Ordering::Relaxed);
+            if w.ring.shard_for(set_key(e).as_bytes()) as usize == shard {
+                drawn = Some(e);
+                break;
+            }
+        }
+        let Some(e) = drawn else { break 'run };
         let key = set_key(e);
         w.recorder
             .record(process, EventType::Invoke, add.clone(), &key, json!(e));
@@ -170,8 +227,8 @@ pub async fn register_final_reads(
     deadline: Instant,
 ) -> Result<(), String> {
     let process = w.next_process.fetch_add(1, Ordering::Relaxed);
-    for k in 0..w.keys {
-        let key = format!("reg:{k}");
+    for key in w.all_keys() {
+        let key = key.clone();
         loop {
             w.recorder.record(
                 process,
@@ -232,4 +289,34 @@ pub async fn set_final_read(client: &Client, deadline: Instant) -> Result<Vec<u6
     }
     found.sort_unstable();
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shard_gets_register_keys_of_its_own() {
+        let ring = Ring::new(8, ringkv_proto::ring::DEFAULT_VNODES);
+        let by_shard = register_keys_by_shard(&ring, 16);
+        assert_eq!(by_shard.len(), 8);
+        for (s, keys) in by_shard.iter().enumerate() {
+            assert_eq!(keys.len(), 2, "shard {s}: {keys:?}");
+            for k in keys {
+                assert_eq!(ring.shard_for(k.as_bytes()) as usize, s);
+            }
+        }
+        // Fewer keys than shards: still one each; uneven counts differ by one at most.
+        assert!(
+            register_keys_by_shard(&ring, 3)
+                .iter()
+                .all(|k| k.len() == 1)
+        );
+        let lens: Vec<usize> = register_keys_by_shard(&ring, 20)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(lens.iter().sum::<usize>(), 20);
+        assert!(lens.iter().all(|&l| l == 2 || l == 3));
+    }
 }

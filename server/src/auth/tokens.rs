@@ -287,27 +287,28 @@ mod tests {
             ),
             entry("ops", "cert_name = \"ops.example\"", "admin"),
         );
-        let t = Table::parse(&text).unwrap();
+        let t = Table::parse(&text).expect("ok");
         assert_eq!(t.len(), 2);
-        let id = t.by_token(b"s3cret").unwrap();
+        let id = t.by_token(b"s3cret").expect("ok");
         assert_eq!(id.name, "orders");
         assert_eq!(id.role, Role::Readwrite);
         assert_eq!(id.prefix.as_deref(), Some(b"order:".as_slice()));
         assert!(t.by_token(b"s3creT").is_none());
         assert!(t.by_token(b"").is_none());
         let names = vec!["10.0.0.1".to_string(), "ops.example".to_string()];
-        assert_eq!(t.by_cert_names(&names).unwrap().name, "ops");
+        assert_eq!(t.by_cert_names(&names).expect("ok").name, "ops");
         assert!(t.by_cert_names(&["stranger".to_string()]).is_none());
         // The certificate `certs` issues is admin unless the file says otherwise.
         assert_eq!(
             t.by_cert_names(&["admin".to_string()]),
             Some(Identity::builtin_admin())
         );
-        let overridden = Table::parse(&entry("ro", "cert_name = \"admin\"", "readonly")).unwrap();
+        let overridden =
+            Table::parse(&entry("ro", "cert_name = \"admin\"", "readonly")).expect("ok");
         assert_eq!(
             overridden
                 .by_cert_names(&["admin".to_string()])
-                .unwrap()
+                .expect("ok")
                 .role,
             Role::Readonly
         );
@@ -316,13 +317,13 @@ mod tests {
             &format!("sha256 = \"{}\"", hash("x")),
             "readonly",
         ))
-        .unwrap();
+        .expect("ok");
         assert!(named.by_cert_names(&["admin".to_string()]).is_none());
     }
 
     #[test]
     fn an_empty_file_is_an_empty_table() {
-        assert!(Table::parse("").unwrap().is_empty());
+        assert!(Table::parse("").expect("ok").is_empty());
     }
 
     #[test]
@@ -334,7 +335,7 @@ mod tests {
                 "unknown field `color`",
             ),
             (
-                format!("[[tokens]]\nname = \"a\"\n"),
+                "[[tokens]]\nname = \"a\"\n".to_string(),
                 "unknown field `tokens`",
             ),
             (entry("a", &h, "root"), "unknown variant `root`"),
@@ -383,21 +384,21 @@ mod tests {
 
     #[test]
     fn reload_keeps_the_old_table_on_a_bad_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("ok");
         let path = dir.path().join("tokens.toml");
         let h = format!("sha256 = \"{}\"", hash("one"));
-        std::fs::write(&path, entry("one", &h, "admin")).unwrap();
-        let tokens = Tokens::open(Some(&path)).unwrap();
+        std::fs::write(&path, entry("one", &h, "admin")).expect("ok");
+        let tokens = Tokens::open(Some(&path)).expect("ok");
         assert!(tokens.current().by_token(b"one").is_some());
-        std::fs::write(&path, "[[token]]\nnope = 1\n").unwrap();
+        std::fs::write(&path, "[[token]]\nnope = 1\n").expect("ok");
         assert!(tokens.reload().is_err());
         assert!(tokens.current().by_token(b"one").is_some());
-        std::fs::write(&path, "").unwrap();
-        assert_eq!(tokens.reload().unwrap(), Some(0));
+        std::fs::write(&path, "").expect("ok");
+        assert_eq!(tokens.reload().expect("ok"), Some(0));
         assert!(tokens.current().by_token(b"one").is_none());
         let e = Tokens::open(Some(&dir.path().join("missing.toml")))
             .err()
-            .unwrap();
+            .expect("ok");
         assert!(e.to_string().contains("missing.toml"), "{e}");
     }
 }

@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
+use crate::cluster_uuid::ClusterUuid;
 use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream;
@@ -44,6 +45,8 @@ const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 /// What every Raft client of this node shares.
 pub struct NetContext {
     pub cluster_id: String,
+    /// Stamped on every envelope (empty while this node does not know it).
+    pub cluster_uuid: Arc<ClusterUuid>,
     pub self_id: NodeId,
     pub pool: ChannelPool,
     pub message_bytes_max: usize,
@@ -154,6 +157,7 @@ impl PeerClient {
             to: self.target,
             payload: encode(req).map_err(network)?.into(),
             to_incarnation: self.target_incarnation,
+            cluster_uuid: self.ctx.cluster_uuid.get().to_string(),
         };
         let mut request = tonic::Request::new(envelope);
         request.set_timeout(timeout);
@@ -187,7 +191,8 @@ impl PeerClient {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         let client = self.client()?;
-        let (cluster_id, shard_id, from, to, to_incarnation) = (
+        let (ctx, cluster_id, shard_id, from, to, to_incarnation) = (
+            self.ctx.clone(),
             self.ctx.cluster_id.clone(),
             self.shard,
             self.ctx.self_id,
@@ -201,6 +206,7 @@ impl PeerClient {
             to,
             payload,
             to_incarnation,
+            cluster_uuid: ctx.cluster_uuid.get().to_string(),
         };
         let (outbound, tracker) = append_stream::outbound(input, envelope);
         let inbound = match tokio::time::timeout(ttl, open_stream(client, outbound)).await {
@@ -315,6 +321,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             vote: encode(&vote).map_err(net_err)?.into(),
             meta: encode(&snapshot.meta).map_err(net_err)?.into(),
             size_bytes,
+            cluster_uuid: self.ctx.cluster_uuid.get().to_string(),
         };
         let std_file = snapshot.snapshot.file.try_clone().map_err(net_err)?;
         let mut file = tokio::fs::File::from_std(std_file);

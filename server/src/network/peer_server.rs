@@ -18,6 +18,9 @@
 //!   once through the shutdown token; what is still open after [`STOP_TIMEOUT`] is cut);
 //!   dropping it cuts at once.
 //!
+//! With TLS (`start`'s `tls`) the listener speaks only TLS and requires a client certificate
+//! from the cluster CA; which certificates may call Raft is `RaftService`'s peer check.
+//!
 //! What it does not do: openraft's own tasks (each shard's core, replication and heartbeat
 //! workers, the log and state-machine workers) still run on the main runtime, where
 //! `Raft::new` spawned them; this runtime only carries the receiving side of the transport.
@@ -65,6 +68,7 @@ pub fn start(
     cancel: CancellationToken,
     shards: u32,
     message_bytes_max: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> std::io::Result<PeerServer> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -81,7 +85,7 @@ pub fn start(
         .spawn(move || {
             let result = runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let server = serve(listener, service, token, shards, message_bytes_max);
+                let server = serve(listener, service, token, shards, message_bytes_max, tls);
                 tokio::select! {
                     r = server => r.map_err(Served::Server),
                     _ = cut_rx => Ok(()),
@@ -124,10 +128,15 @@ async fn serve(
     cancel: CancellationToken,
     shards: u32,
     message_bytes_max: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = crate::network::accept_nodelay(listener);
     let streams = streams_per_connection_max(shards);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(streams))
         .concurrency_limit_per_connection(streams as usize)

@@ -1,12 +1,16 @@
 //! Cached gRPC channels to peers, keyed by address and purpose.
 //!
 //! Channels connect lazily and reconnect by themselves; the pool never blocks on the network.
+//! With TLS every channel is `https://`, presents this node's certificate and trusts only the
+//! cluster CA; the server name verified is the host of the address dialed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::tls::config::Tls;
 
 /// Which channel to use: replication and votes, or bulk snapshot transfer.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -22,13 +26,16 @@ pub enum Purpose {
 pub struct ChannelPool {
     channels: Mutex<HashMap<(String, Purpose), Channel>>,
     connect_timeout_ms: u64,
+    tls: Option<Arc<Tls>>,
 }
 
 impl ChannelPool {
-    pub fn new(connect_timeout_ms: u64) -> Self {
+    /// A pool whose channels use `tls` (the node's TLS files) when given.
+    pub fn new(connect_timeout_ms: u64, tls: Option<Arc<Tls>>) -> Self {
         ChannelPool {
             channels: Mutex::new(HashMap::new()),
             connect_timeout_ms,
+            tls,
         }
     }
 
@@ -44,7 +51,7 @@ impl ChannelPool {
         {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = crate::tls::config::endpoint(self.tls.as_deref(), addr)?
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

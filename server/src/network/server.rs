@@ -1,7 +1,8 @@
 //! The receiving side of the Raft transport: the `Raft` gRPC service.
 //!
 //! Every call, and every message of an append stream, is checked before it reaches openraft:
-//! the cluster id must be ours, the receiver must be this node, and the shard must exist. A
+//! with TLS, the caller's certificate must name a host on the peer list (`tls::peers`); the
+//! cluster id must be ours, the receiver must be this node, and the shard must exist. A
 //! local Raft that failed is answered with a typed status (`errors.rs`), never as text in the
 //! reply body. A received snapshot is written to a temporary
 //! file, fsynced and verified (checksum, framing, meta) before `install_full_snapshot` sees it,
@@ -18,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cluster_uuid::{ClusterUuid, UuidError};
 use crate::codec::{decode, encode};
 use crate::network::Reply;
 use crate::network::append_stream::{self, EnvelopeCheck, ReplyStream};
@@ -31,6 +33,8 @@ const SNAPSHOT_BYTES_MAX: u64 = 64 * 1024 * 1024 * 1024;
 
 pub struct RaftService {
     pub cluster_id: String,
+    /// Checked on (and, while unknown, adopted from) every envelope.
+    pub cluster_uuid: Arc<ClusterUuid>,
     pub self_id: NodeId,
     /// Who may count on this node's vote (see [`VoterCheck`]).
     pub voter: VoterCheck,
@@ -40,6 +44,8 @@ pub struct RaftService {
     pub shutdown: CancellationToken,
     /// `ringkv_raft_appends_received_total`, by transport.
     pub appends: prometheus::IntCounterVec,
+    /// With TLS: whose certificates may call Raft here (every RPC is checked first).
+    pub peer_check: Option<Arc<crate::tls::peers::PeerCheck>>,
 }
 
 /// The answer to a Raft call: the local Raft's result in the body, or the status that says
@@ -52,16 +58,38 @@ fn reply<T: Serialize>(r: Result<T, Status>) -> Result<Response<RaftReply>, Stat
 }
 
 impl RaftService {
-    fn check(&self, cluster_id: &str, shard_id: u32, to: NodeId) -> Result<&Shard, Status> {
-        check_envelope(&self.cluster_id, self.self_id, cluster_id, to)?;
+    /// The peer check (TLS only): the caller's certificate names a host on the peer list.
+    fn authenticate<T>(&self, request: &Request<T>, rpc: &'static str) -> Result<(), Status> {
+        match &self.peer_check {
+            Some(p) => p.check(request, rpc),
+            None => Ok(()),
+        }
+    }
+
+    fn check(
+        &self,
+        cluster_id: &str,
+        cluster_uuid: &str,
+        shard_id: u32,
+        to: NodeId,
+    ) -> Result<&Shard, Status> {
+        check_envelope(&self.ours(), cluster_id, cluster_uuid, to)?;
         find_shard(&self.shards, shard_id)
+    }
+
+    fn ours(&self) -> Ours {
+        Ours {
+            cluster_id: self.cluster_id.clone(),
+            cluster_uuid: self.cluster_uuid.clone(),
+            self_id: self.self_id,
+        }
     }
 
     fn open<T: serde::de::DeserializeOwned>(
         &self,
         req: &RaftRequest,
     ) -> Result<(&Shard, T), Status> {
-        let shard = self.check(&req.cluster_id, req.shard_id, req.to)?;
+        let shard = self.check(&req.cluster_id, &req.cluster_uuid, req.shard_id, req.to)?;
         let body = decode(&req.payload)
             .map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))?;
         Ok((shard, body))
@@ -82,7 +110,7 @@ impl RaftService {
             }
         };
         let shard = self
-            .check(&head.cluster_id, head.shard_id, head.to)?
+            .check(&head.cluster_id, &head.cluster_uuid, head.shard_id, head.to)?
             .clone();
         if head.size_bytes > SNAPSHOT_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -216,20 +244,41 @@ fn find_shard(shards: &Shards, shard_id: u32) -> Result<&Shard, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("unknown shard id {shard_id}")))
 }
 
-/// `Err` unless a message for node `to` of cluster `cluster_id` belongs on node `self_id` of
-/// cluster `ours`.
-fn check_envelope(ours: &str, self_id: NodeId, cluster_id: &str, to: NodeId) -> Result<(), Status> {
-    if cluster_id != ours {
+/// Who this node is, as envelopes are checked against it.
+#[derive(Clone)]
+struct Ours {
+    cluster_id: String,
+    cluster_uuid: Arc<ClusterUuid>,
+    self_id: NodeId,
+}
+
+/// `Err` unless a message for node `to` of cluster `cluster_id` (UUID `cluster_uuid`) belongs
+/// on this node (see [`crate::cluster_uuid`] for the UUID: adopted here while unknown).
+fn check_envelope(
+    ours: &Ours,
+    cluster_id: &str,
+    cluster_uuid: &str,
+    to: NodeId,
+) -> Result<(), Status> {
+    if cluster_id != ours.cluster_id {
         return Err(Status::failed_precondition(format!(
-            "wrong cluster id {cluster_id:?}: this node belongs to {ours:?}"
+            "wrong cluster id {cluster_id:?}: this node belongs to {:?}",
+            ours.cluster_id
         )));
     }
-    if to != self_id {
+    if to != ours.self_id {
         return Err(Status::failed_precondition(format!(
-            "message for node {to} reached node {self_id}"
+            "message for node {to} reached node {}",
+            ours.self_id
         )));
     }
-    Ok(())
+    match ours.cluster_uuid.check(cluster_uuid) {
+        Ok(_) => Ok(()),
+        Err(e @ (UuidError::Foreign { .. } | UuidError::Malformed(_))) => {
+            Err(Status::failed_precondition(e.to_string()))
+        }
+        Err(e @ UuidError::Persist(_)) => Err(Status::unavailable(e.to_string())),
+    }
 }
 
 fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
@@ -244,6 +293,7 @@ fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -256,6 +306,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "pre_vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -268,6 +319,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "append")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.appends.with_label_values(&["unary"]).inc();
         let result = shard
@@ -290,15 +342,16 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<RaftRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let (ours, self_id, shards) = (self.cluster_id.clone(), self.self_id, self.shards.clone());
+        self.authenticate(&request, "append_stream")?;
+        let (ours, shards) = (self.ours(), self.shards.clone());
         let received = self.appends.with_label_values(&["stream"]);
         let open = move |first: &RaftRequest| {
-            check_envelope(&ours, self_id, &first.cluster_id, first.to)?;
+            check_envelope(&ours, &first.cluster_id, &first.cluster_uuid, first.to)?;
             let shard_id = first.shard_id;
             let shard = find_shard(&shards, shard_id)?.clone();
             let check: EnvelopeCheck = Arc::new(move |m: &RaftRequest| {
                 received.inc();
-                check_envelope(&ours, self_id, &m.cluster_id, m.to)?;
+                check_envelope(&ours, &m.cluster_id, &m.cluster_uuid, m.to)?;
                 if m.shard_id != shard_id {
                     return Err(Status::invalid_argument(format!(
                         "message for shard {} on the append stream of shard {shard_id}",
@@ -318,6 +371,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "transfer_leader")?;
         let (shard, body) = self.open(request.get_ref())?;
         reply(
             shard
@@ -332,6 +386,7 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
+        self.authenticate(&request, "install_snapshot")?;
         self.receive_snapshot(request.into_inner()).await
     }
 }

@@ -30,6 +30,8 @@ pub struct ClusterService {
     pub peers: BTreeMap<u64, crate::typ::Node>,
     /// This node's data-directory incarnation (reported in `Status`).
     pub incarnation: u64,
+    /// The cluster's UUID as this node knows it (reported in `Status`).
+    pub cluster_uuid: Arc<crate::cluster_uuid::ClusterUuid>,
     /// Whether this node is out of disk space (reported in `Status`).
     pub space: crate::storage::space::DiskSpace,
 }
@@ -180,6 +182,7 @@ impl ClusterService {
             version: env!("CARGO_PKG_VERSION").to_string(),
             incarnation: self.incarnation,
             disk_full: self.space.shortage().unwrap_or_default(),
+            cluster_uuid: self.cluster_uuid.get().to_string(),
         }
     }
 }
