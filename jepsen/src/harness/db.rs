@@ -219,6 +219,9 @@ impl Db {
                 &self.peer_addrs[id - 1],
                 "--peers",
                 &self.peers,
+                // Plaintext on purpose: the nodes listen only inside the network namespaces
+                // this run created (a non-loopback address needs TLS or --insecure).
+                "--insecure",
             ])
             .arg("--data-dir")
             .arg(&data)
