@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use ringkv_proto::pb::cluster_client::ClusterClient;
 use ringkv_proto::pb::{BackupRequest, MemberChangeRequest, MemberChangeResponse};
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
-use crate::client::Client;
+use crate::client::{Client, Svc};
 use crate::error::Error;
 use crate::outcome::{Failure, classify};
 
@@ -35,14 +34,14 @@ pub enum MemberChange {
 }
 
 impl Client {
-    fn cluster_client(&self, addr: &str) -> Result<ClusterClient<Channel>, Error> {
+    fn cluster_client(&self, addr: &str) -> Result<ClusterClient<Svc>, Error> {
         Ok(ClusterClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
     }
 
     /// Runs `f` against the leader of a shard, following redirects, within the deadline.
     async fn on_leader<T, F, Fut>(&self, f: F) -> Result<T, Error>
     where
-        F: Fn(ClusterClient<Channel>) -> Fut,
+        F: Fn(ClusterClient<Svc>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.options().request_timeout;
@@ -73,6 +72,11 @@ impl Client {
                     return Err(crate::tls::server_speaks_tls(&target));
                 }
                 Ok(Err(status)) => match classify(&status, false) {
+                    f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
+                        if let Some(e) = f.refusal() {
+                            return Err(e);
+                        }
+                    }
                     Failure::Invalid(m) => return Err(Error::Invalid(m)),
                     Failure::DiskFull { node, message } => {
                         return Err(Error::DiskFull { node, message });

@@ -65,6 +65,9 @@ async fn save(client: &Client, file: &Path) -> ExitCode {
     }
     let views = gather(client).await;
     let Some(any) = views.values().flatten().max_by_key(|v| v.shard_count) else {
+        if let Some(code) = crate::status::refused(client).await {
+            return code;
+        }
         return fail(
             3,
             format!("no node answered ({})", client.endpoints().join(",")),
@@ -140,6 +143,9 @@ async fn save_parts(
             .await
             .map_err(|e| match e {
                 Error::Invalid(m) => (2, format!("shard {shard}: {m}")),
+                e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_)) => {
+                    (4, format!("shard {shard}: {e}"))
+                }
                 other => (3, format!("shard {shard}: {other}")),
             })?;
         out.flush().map_err(|e| io("writing a part", e))?;

@@ -26,8 +26,9 @@ use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{BatchItem, BatchRequest, BatchResult, batch_result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
+
+use crate::client::Svc;
 
 /// Requests queued for one (node, shard) at most; beyond it callers wait for room.
 pub const QUEUE_MAX: usize = 4096;
@@ -63,7 +64,7 @@ impl Drop for Busy {
 
 impl Batcher {
     /// Starts the queue's batching task (needs a Tokio runtime).
-    pub fn spawn(kv: KvClient<Channel>, rpc_timeout: Duration) -> Arc<Batcher> {
+    pub fn spawn(kv: KvClient<Svc>, rpc_timeout: Duration) -> Arc<Batcher> {
         let (queue, rx) = mpsc::channel(QUEUE_MAX);
         tokio::spawn(run(kv, rx, rpc_timeout));
         Arc::new(Batcher {
@@ -138,7 +139,7 @@ fn metadata(entries: std::collections::HashMap<String, String>) -> MetadataMap {
     md
 }
 
-async fn run(kv: KvClient<Channel>, mut rx: mpsc::Receiver<Pending>, rpc_timeout: Duration) {
+async fn run(kv: KvClient<Svc>, mut rx: mpsc::Receiver<Pending>, rpc_timeout: Duration) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
         // Wait for a slot first: requests arriving meanwhile join this batch.

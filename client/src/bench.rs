@@ -483,6 +483,7 @@ fn connections(client: &Client, args: &BenchArgs) -> Result<Vec<Conn>, String> {
                 o.attempt_timeout =
                     deadline.map_or(opts.attempt_timeout, |d| d.min(opts.attempt_timeout));
                 o.batch_requests = opts.batch_requests;
+                o.token = opts.token.clone();
                 o.tls = opts.tls.clone();
                 Client::new(o).map(Conn::Ringkv).map_err(|e| e.to_string())
             }

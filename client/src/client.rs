@@ -24,6 +24,9 @@ use ringkv_proto::pb::{
 };
 use ringkv_proto::ring::Ring;
 use tokio::time::Instant;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -32,6 +35,24 @@ use crate::error::Error;
 use crate::outcome::{Failure, classify};
 use crate::retry::{RetryBudget, full_jitter};
 use crate::tls::TlsOptions;
+
+/// A connection to one node that sends this client's credentials with every call.
+pub(crate) type Svc = InterceptedService<Channel, Credentials>;
+
+/// Adds the bearer token (if any) to every outgoing call.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Connection and retry settings.
 #[derive(Debug, Clone)]
@@ -53,6 +74,9 @@ pub struct ClientOptions {
     /// Send the gets, puts, deletes and compare-and-swaps waiting for the same node together
     /// in one `Batch` RPC (the crate's `batcher` module); off sends each as its own RPC.
     pub batch_requests: bool,
+    /// A bearer token sent as `authorization: Bearer TOKEN` with every call (also status,
+    /// membership and backup calls). Never logged.
+    pub token: Option<String>,
     /// TLS: the cluster CA to trust and, optionally, a client certificate. `None`: plaintext.
     pub tls: Option<TlsOptions>,
 }
@@ -67,6 +91,7 @@ impl ClientOptions {
             max_attempts: 20,
             connect_timeout: Duration::from_millis(1000),
             batch_requests: true,
+            token: None,
             tls: None,
         }
     }
@@ -133,6 +158,7 @@ type QueueKey = (String, Option<u32>);
 
 struct Inner {
     opts: ClientOptions,
+    credentials: Credentials,
     /// `opts.tls`, loaded once.
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
@@ -178,7 +204,7 @@ pub struct Client {
 /// One attempt's way to a node: batched when the client batches and the node supports it,
 /// else one unary RPC per request. Either way the answer has the unary RPC's shape.
 pub(crate) struct Conn {
-    kv: KvClient<Channel>,
+    kv: KvClient<Svc>,
     batcher: Option<Arc<Batcher>>,
     /// The attempt's time budget, sent as `grpc-timeout` with unary RPCs.
     budget: Duration,
@@ -295,6 +321,13 @@ impl Client {
         if opts.endpoints.is_empty() {
             return Err(Error::Invalid("no endpoints given".into()));
         }
+        let authorization = match &opts.token {
+            None => None,
+            Some(t) => Some(
+                AsciiMetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| Error::Invalid("the token must be printable ASCII".into()))?,
+            ),
+        };
         let tls = opts.tls.as_ref().map(TlsOptions::load).transpose()?;
         let client_id = loop {
             let id: u64 = rand::random();
@@ -305,6 +338,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 opts,
+                credentials: Credentials { authorization },
                 tls,
                 channels: Mutex::new(HashMap::new()),
                 batchers: Mutex::new(HashMap::new()),
@@ -331,7 +365,15 @@ impl Client {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Error> {
+    /// The connection to `addr`, carrying this client's credentials.
+    pub(crate) fn channel(&self, addr: &str) -> Result<Svc, Error> {
+        Ok(InterceptedService::new(
+            self.raw_channel(addr)?,
+            self.inner.credentials.clone(),
+        ))
+    }
+
+    fn raw_channel(&self, addr: &str) -> Result<Channel, Error> {
         if let Ok(map) = self.inner.channels.lock()
             && let Some(c) = map.get(addr)
         {
@@ -358,7 +400,7 @@ impl Client {
         Ok(ch)
     }
 
-    fn kv(&self, addr: &str) -> Result<KvClient<Channel>, Error> {
+    fn kv(&self, addr: &str) -> Result<KvClient<Svc>, Error> {
         Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
     }
 
@@ -631,6 +673,13 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
+                f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
+                    let refused = f.refusal().unwrap_or_else(|| Error::Invalid(last.clone()));
+                    return Err(match unknown {
+                        Some(u) => Error::OutcomeUnknown(format!("{u}; then: {refused}")),
+                        None => refused,
+                    });
+                }
                 Failure::Invalid(m) => {
                     return Err(match unknown {
                         Some(u) => Error::OutcomeUnknown(format!("{u}; then: {m}")),
@@ -879,7 +928,9 @@ impl Client {
                 self.learn(&s);
                 Ok(s)
             }
-            Ok(Err(s)) => Err(Error::Unavailable(format!("{endpoint}: {}", s.message()))),
+            Ok(Err(s)) => Err(classify(&s, false)
+                .refusal()
+                .unwrap_or_else(|| Error::Unavailable(format!("{endpoint}: {}", s.message())))),
             Err(_) => Err(Error::Unavailable(format!(
                 "{endpoint}: no answer within {budget:?}"
             ))),

@@ -30,6 +30,15 @@ pub enum Error {
     /// that node (it then accepts writes again by itself). Reads are still served.
     #[error("disk full: {message}")]
     DiskFull { node: Option<u64>, message: String },
+    /// The server did not accept this client's credentials (none, or a wrong token); nothing
+    /// was done. Not retried: the same credentials fail the same way.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The client's identity may not do this (its role or key prefix); nothing was done. Not
+    /// retried. The message is the server's, e.g. `permission denied: role readonly cannot put
+    /// order:{42}:state`.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// TLS could not be set up, or the server and this client do not trust each other (or do
     /// not both speak TLS); nothing was sent. Retrying does not help: fix the files or flags.
     #[error("TLS: {message}")]

@@ -2,9 +2,9 @@
 //!
 //! Exit codes (design section 8): 0 success; 1 a negative answer (key not found, compare
 //! failed); 2 usage error or input rejected as invalid; 3 cluster unavailable, timeout, or
-//! unknown outcome; 4 TLS trust failure (the server's certificate is not signed by the CA in
-//! `--cacert`, this client's certificate was refused, or one side does not speak TLS) or a bad
-//! TLS file.
+//! unknown outcome; 4 not authenticated (no or a wrong token), permission denied, or a TLS
+//! trust failure (the server's certificate is not signed by the CA in `--cacert`, this
+//! client's certificate was refused, or one side does not speak TLS) or a bad TLS file.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,6 +35,10 @@ struct Cli {
     /// Refuse to talk to a cluster with another id.
     #[arg(long, env = "RINGKV_CLUSTER_ID", default_value = "", global = true)]
     cluster_id: String,
+    /// Bearer token to authenticate with (servers started with --auth-tokens). Prefer the
+    /// environment variable: a command line is visible to other users of the machine.
+    #[arg(long, env = "RINGKV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Give up on a request (retries included) after this long.
     #[arg(long, default_value_t = 15_000, global = true)]
     timeout_ms: u64,
@@ -135,7 +139,9 @@ fn exit_for(e: &Error) -> ExitCode {
         | Error::Overloaded { .. }
         | Error::OutcomeUnknown(_)
         | Error::DiskFull { .. } => ExitCode::from(3),
-        Error::Tls { .. } => ExitCode::from(4),
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::Tls { .. } => {
+            ExitCode::from(4)
+        }
     }
 }
 
@@ -161,6 +167,7 @@ async fn run(cli: Cli) -> ExitCode {
     let mut opts = ClientOptions::new(endpoints);
     opts.cluster_id = cli.cluster_id.clone();
     opts.batch_requests = !cli.no_batch;
+    opts.token = cli.token.clone();
     opts.request_timeout = Duration::from_millis(cli.timeout_ms);
     match (&cli.cacert, &cli.cert) {
         (Some(ca), _) => {

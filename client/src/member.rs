@@ -73,6 +73,9 @@ async fn shard_count(client: &Client) -> Result<u32, ExitCode> {
     match views.values().flatten().map(|v| v.shard_count).max() {
         Some(n) if n > 0 => Ok(n),
         _ => {
+            if let Some(code) = crate::status::refused(client).await {
+                return Err(code);
+            }
             eprintln!(
                 "ringkv: no node answered ({})",
                 client.endpoints().join(",")
@@ -106,6 +109,9 @@ async fn change(client: &Client, id: u64, what: &MemberChange, wait_secs: u64) -
                 Err(Error::Invalid(m)) => {
                     eprintln!("ringkv: cannot {verb} node {id}: shard {shard}: {m}");
                     return ExitCode::from(2);
+                }
+                Err(e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_))) => {
+                    return crate::exit_for(&e);
                 }
                 Err(e) => format!("waiting: {e}"),
             };
@@ -157,6 +163,9 @@ async fn list(client: &Client, as_json: bool) -> ExitCode {
     let views = gather(client).await;
     let answers: Vec<&StatusResponse> = views.values().flatten().collect();
     let Some(shards) = answers.iter().map(|a| a.shard_count).max() else {
+        if let Some(code) = crate::status::refused(client).await {
+            return code;
+        }
         eprintln!(
             "ringkv: no node answered ({})",
             client.endpoints().join(",")

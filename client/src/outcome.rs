@@ -43,6 +43,21 @@ pub(crate) enum Failure {
     /// Give up now: a node of the shard (named when the server said which) is out of disk
     /// space; nothing was written, and retrying helps only once space is freed.
     DiskFull { node: Option<u64>, message: String },
+    /// Give up now: the credentials were not accepted (nothing done).
+    Unauthenticated(String),
+    /// Give up now: the identity may not do this (nothing done).
+    PermissionDenied(String),
+}
+
+impl Failure {
+    /// The client error of a failure that ends the request at once, whatever came before.
+    pub(crate) fn refusal(&self) -> Option<crate::error::Error> {
+        match self {
+            Failure::Unauthenticated(m) => Some(crate::error::Error::Unauthenticated(m.clone())),
+            Failure::PermissionDenied(m) => Some(crate::error::Error::PermissionDenied(m.clone())),
+            _ => None,
+        }
+    }
 }
 
 /// Classifies a failed attempt at a read (`is_write` false) or a write.
@@ -84,6 +99,8 @@ pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
             message: msg,
         },
         meta::KIND_OUTCOME_UNKNOWN => Failure::Unknown(msg),
+        meta::KIND_UNAUTHENTICATED => Failure::Unauthenticated(msg),
+        meta::KIND_PERMISSION_DENIED => Failure::PermissionDenied(msg),
         // No kind, or one this client does not know: a transport failure or a foreign server.
         _ => without_kind(s, is_write, msg),
     }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
-use ringkv_client::{Client, StatusResponse};
+use ringkv_client::{Client, Error, StatusResponse};
 use serde_json::json;
 
 /// Every reachable node's status, keyed by address (`None`: no answer). Starts from the
@@ -31,10 +31,25 @@ pub async fn gather(client: &Client) -> BTreeMap<String, Option<StatusResponse>>
     views
 }
 
+/// When no node answered: the refusal (exit 4) if the first endpoint refused this client's
+/// credentials, else `None`.
+pub async fn refused(client: &Client) -> Option<ExitCode> {
+    let first = client.endpoints().first()?;
+    match client.status_of(first).await {
+        Err(e @ (Error::Unauthenticated(_) | Error::PermissionDenied(_))) => {
+            Some(crate::exit_for(&e))
+        }
+        _ => None,
+    }
+}
+
 pub async fn run(client: &Client, as_json: bool) -> ExitCode {
     let views = gather(client).await;
     let answers: Vec<&StatusResponse> = views.values().flatten().collect();
     if answers.is_empty() {
+        if let Some(code) = refused(client).await {
+            return code;
+        }
         eprintln!(
             "ringkv: no node answered ({})",
             client.endpoints().join(",")

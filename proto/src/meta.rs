@@ -14,6 +14,10 @@ pub const LEADER_ADDR: &str = "x-ringkv-leader-addr";
 pub const RETRY_AFTER_MS: &str = "x-ringkv-retry-after-ms";
 /// With [`KIND_DISK_FULL`]: the id of the node that is out of disk space.
 pub const FULL_NODE_ID: &str = "x-ringkv-full-node-id";
+/// On a request one node forwards to another for a client identified by its certificate: the
+/// client's identity name. Accepted only from a cluster node; anyone else sending it is refused
+/// as unauthenticated.
+pub const ON_BEHALF_OF: &str = "x-ringkv-on-behalf-of";
 
 /// Input rejected; nothing was written. Do not retry.
 pub const KIND_INVALID: &str = "invalid";
@@ -32,6 +36,11 @@ pub const KIND_SHUTTING_DOWN: &str = "shutting_down";
 pub const KIND_DISK_FULL: &str = "disk_full";
 /// A storage or internal error; the shard is out of service on this node.
 pub const KIND_INTERNAL: &str = "internal";
+/// The call proved no identity, or an invalid one (a wrong token, an unknown certificate);
+/// nothing was done. Do not retry with the same credentials.
+pub const KIND_UNAUTHENTICATED: &str = "unauthenticated";
+/// The caller's role or prefix does not allow the request; nothing was done. Do not retry.
+pub const KIND_PERMISSION_DENIED: &str = "permission_denied";
 /// A Raft call without a peer certificate (TLS is on): refused before it reached Raft.
 pub const KIND_PEER_UNAUTHENTICATED: &str = "peer_unauthenticated";
 /// A Raft call whose certificate (from the cluster CA) names no host on the peer list.

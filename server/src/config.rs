@@ -110,6 +110,12 @@ pub struct NodeArgs {
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// Authenticate clients with this tokens file (TOML `[[token]]` entries: name, sha256 of
+    /// the token or cert_name, role admin|readwrite|readonly, optional prefix). Re-read on
+    /// SIGHUP. Without it any client may do anything (TLS alone does not yet require a client
+    /// identity: give this file too).
+    #[arg(long)]
+    pub auth_tokens: Option<PathBuf>,
     /// This node's certificate (PEM; the chain may follow). With `--tls-key` and `--tls-ca`,
     /// every port (client, peer, admin) speaks only TLS, and every channel this node dials uses
     /// it as client certificate. Its names must include the host peers and clients dial.
@@ -170,6 +176,8 @@ pub struct Config {
     pub limits: Limits,
     pub cache_mb: u64,
     pub disk_free_min_mb: u64,
+    /// Client authentication (paths only: no secret is ever in the configuration).
+    pub auth: crate::auth::AuthSettings,
     /// The loaded TLS files (`Debug` shows their paths only); `None`: plaintext.
     pub tls: Option<std::sync::Arc<crate::tls::config::Tls>>,
     /// `--peer-allowed-names`, when given.
@@ -434,6 +442,10 @@ impl NodeArgs {
         if self.log_format != "text" && self.log_format != "json" {
             return Err(bad("log_format", "must be text or json"));
         }
+        // Read at start too, so a bad file stops the start with one line naming it.
+        if let Some(path) = &self.auth_tokens {
+            crate::auth::Table::load(path).map_err(|e| bad("auth_tokens", e.to_string()))?;
+        }
         let tls = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (None, None, None) => None,
             (Some(cert), Some(key), Some(ca)) => {
@@ -515,6 +527,10 @@ impl NodeArgs {
             },
             cache_mb: self.cache_mb,
             disk_free_min_mb: self.disk_free_min_mb,
+            auth: crate::auth::AuthSettings {
+                tokens_file: self.auth_tokens.clone(),
+                require_identity: false,
+            },
             tls,
             peer_allowed_names,
             insecure: self.insecure,

@@ -38,7 +38,9 @@ pub async fn discover(cfg: &mut Config) -> anyhow::Result<()> {
                 .connect_timeout(Duration::from_secs(2))
                 .connect()
                 .await?;
-            let r = ClusterClient::new(channel).status(StatusRequest {}).await?;
+            let mut request = tonic::Request::new(StatusRequest {});
+            crate::auth::with_node_credentials(&mut request);
+            let r = ClusterClient::new(channel).status(request).await?;
             anyhow::Ok(r.into_inner())
         };
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {

@@ -5,11 +5,12 @@
 //! commands), [`storage`] (the node-wide flush coordinator), [`network`] (Raft transport),
 //! [`router`] and [`service`] (client API), [`balancer`] (leader spreading), [`admin`] and
 //! [`metrics`] (the operator's HTTP endpoint), [`dev`] (a local cluster for development),
-//! [`membership`] (add and remove nodes), [`tls`] (who is on the other end of a connection),
+//! [`membership`] (add and remove nodes), [`auth`] (who a client is and what it may do), [`tls`] (who is on the other end of a connection),
 //! [`backup`] and [`restore`] (consistent copies of a
 //! live cluster, and seeding a new cluster's data directories from one).
 
 pub mod admin;
+pub mod auth;
 pub mod backup;
 pub mod balancer;
 pub mod cluster_uuid;

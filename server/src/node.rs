@@ -23,7 +23,10 @@ use ringkv_proto::ring::Ring;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use tonic::service::interceptor::InterceptedService;
+
 use crate::admin::{self, AdminState};
+use crate::auth::Auth;
 use crate::balancer;
 use crate::cluster_uuid::ClusterUuid;
 use crate::config::Config;
@@ -245,6 +248,30 @@ pub async fn run(
         Some(metrics.admission_observers()),
     );
     let shutting_down = Arc::new(AtomicBool::new(false));
+    // With TLS: who is a node of this cluster (Raft calls, and forwarded client requests that
+    // name the client they carry).
+    let peer_check = cfg.tls.as_ref().map(|_| {
+        Arc::new(PeerCheck::new(
+            cfg.peer_allowed_names.as_deref(),
+            cfg.peers.values(),
+            shards.clone(),
+        ))
+    });
+    let is_peer: crate::auth::PeerCheck = match &peer_check {
+        Some(p) => {
+            let p = p.clone();
+            Arc::new(move |names: &[String]| p.allows_any(names))
+        }
+        None => crate::auth::no_peers(),
+    };
+    let auth = Arc::new(Auth::new(&cfg.auth, is_peer).context("loading the auth tokens file")?);
+    if auth.enabled() {
+        tracing::info!(
+            identities = auth.tokens().current().len(),
+            "client authentication on"
+        );
+    }
+    spawn_tokens_reload(auth.clone());
     let kv = KvService {
         cluster_id: cfg.cluster_id.clone(),
         router: router.clone(),
@@ -278,13 +305,7 @@ pub async fn run(
         shards: shards.clone(),
         shutdown: peer_cancel.clone(),
         appends: metrics.raft_appends.clone(),
-        peer_check: cfg.tls.as_ref().map(|_| {
-            Arc::new(PeerCheck::new(
-                cfg.peer_allowed_names.as_deref(),
-                cfg.peers.values(),
-                shards.clone(),
-            ))
-        }),
+        peer_check,
     };
     let peer_server = peer_server::start(
         peer_listener,
@@ -307,8 +328,14 @@ pub async fn run(
     let server = tokio::spawn(
         builder
             .tcp_nodelay(true)
-            .add_service(KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX))
-            .add_service(ClusterServer::from_arc(cluster.clone()))
+            .add_service(InterceptedService::new(
+                KvServer::new(kv).max_decoding_message_size(MESSAGE_BYTES_MAX),
+                auth.interceptor(),
+            ))
+            .add_service(InterceptedService::new(
+                ClusterServer::from_arc(cluster.clone()),
+                auth.interceptor(),
+            ))
             .serve_with_incoming_shutdown(incoming, async move { server_cancel.cancelled().await }),
     );
 
@@ -611,6 +638,23 @@ async fn hand_off_leadership(self_id: u64, shards: &Shards) {
         while shard.metrics().state == ServerState::Leader && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Re-reads the auth tokens file on every SIGHUP (see [`Auth::reload_and_log`]).
+fn spawn_tokens_reload(auth: Arc<Auth>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    auth.reload_and_log();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the auth tokens file is not reloaded")
         }
     }
 }

@@ -46,6 +46,7 @@ pub async fn peer_status(
     let channel = pool.channel(addr, Purpose::Forward).ok()?;
     let mut request = tonic::Request::new(StatusRequest {});
     request.set_timeout(STATUS_TIMEOUT);
+    crate::auth::with_node_credentials(&mut request);
     let mut client = ClusterClient::new(channel);
     let call = client.status(request);
     let status = tokio::time::timeout(STATUS_TIMEOUT, call)

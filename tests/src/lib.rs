@@ -144,6 +144,8 @@ pub struct Cluster {
     peers: String,
     pub shards: u32,
     extra_args: Vec<String>,
+    /// The bearer token the harness's own clients send (nodes started with --auth-tokens).
+    pub token: Option<String>,
     /// With TLS: the directory `ringkv-server certs` wrote the cluster's files into.
     tls: Option<PathBuf>,
 }
@@ -210,6 +212,7 @@ impl Cluster {
             cert: Some(d.join("client.pem")),
             key: Some(d.join("client.key")),
         });
+        o.token = self.token.clone();
         o
     }
 
@@ -301,6 +304,7 @@ impl Cluster {
             peers,
             shards,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            token: None,
             tls: None,
         }
     }
@@ -438,6 +442,11 @@ impl Cluster {
     /// A client that talks only to `id` (serializable reads are then served by that node).
     pub fn client_of(&self, id: u64) -> Client {
         Client::new(self.client_options(vec![self.addr(id)])).expect("client")
+    }
+
+    /// SIGHUP: a node re-reads its auth tokens file.
+    pub fn hangup(&self, id: u64) {
+        self.signal(id, Signal::SIGHUP);
     }
 
     /// SIGKILL, no cleanup: a crash.

@@ -16,6 +16,7 @@ use ringkv_proto::pb::{
 use tonic::metadata::{AsciiMetadataValue, KeyAndValueRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Action, Caller};
 use crate::service::error::KvError;
 use crate::service::kv::KvService;
 
@@ -28,6 +29,7 @@ pub const BATCH_ITEMS_MAX: usize = 1024;
 impl KvService {
     pub(crate) async fn batch_inner(
         &self,
+        caller: Caller,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
         // Each item inherits the batch's deadline, so admission honours it per item.
@@ -44,7 +46,7 @@ impl KvService {
         let results = futures::future::join_all(
             items
                 .into_iter()
-                .map(|item| self.batch_item(item, timeout.as_ref())),
+                .map(|item| self.batch_item(&caller, item, timeout.as_ref())),
         )
         .await;
         Ok(Response::new(BatchResponse { results }))
@@ -52,19 +54,27 @@ impl KvService {
 
     async fn batch_item(
         &self,
+        caller: &Caller,
         item: BatchItem,
         timeout: Option<&AsciiMetadataValue>,
     ) -> BatchResult {
         use batch_item::Op;
         use batch_result::Result as R;
         match item.op {
-            Some(Op::Get(r)) => answer(Kv::get(self, with_timeout(r, timeout)).await, R::Get),
-            Some(Op::Put(r)) => answer(Kv::put(self, with_timeout(r, timeout)).await, R::Put),
-            Some(Op::Delete(r)) => {
-                answer(Kv::delete(self, with_timeout(r, timeout)).await, R::Delete)
-            }
+            Some(Op::Get(r)) => answer(
+                Kv::get(self, item_request(caller, r, timeout)).await,
+                R::Get,
+            ),
+            Some(Op::Put(r)) => answer(
+                Kv::put(self, item_request(caller, r, timeout)).await,
+                R::Put,
+            ),
+            Some(Op::Delete(r)) => answer(
+                Kv::delete(self, item_request(caller, r, timeout)).await,
+                R::Delete,
+            ),
             Some(Op::CompareAndSwap(r)) => answer(
-                Kv::compare_and_swap(self, with_timeout(r, timeout)).await,
+                Kv::compare_and_swap(self, item_request(caller, r, timeout)).await,
                 R::CompareAndSwap,
             ),
             None => failure(KvError::Invalid("a batch item without an operation".into()).into()),
@@ -72,9 +82,40 @@ impl KvService {
     }
 }
 
-/// An item's request, carrying the batch's `grpc-timeout` if it had one.
-fn with_timeout<T>(r: T, timeout: Option<&AsciiMetadataValue>) -> Request<T> {
+/// The action a batch item asks for (`None`: an item without an operation, refused later as
+/// invalid).
+fn item_action(item: &BatchItem) -> Option<Action<'_>> {
+    use batch_item::Op;
+    Some(match item.op.as_ref()? {
+        Op::Get(r) => Action::Get { key: &r.key },
+        Op::Put(r) => Action::Put { key: &r.key },
+        Op::Delete(r) => Action::Delete { key: &r.key },
+        Op::CompareAndSwap(r) => Action::Cas { key: &r.key },
+    })
+}
+
+/// The batch's caller when every item is allowed; otherwise the refusal of the first item that
+/// is not, naming it, before any item runs (so a refused batch wrote nothing).
+pub(crate) fn authorize_items(request: &Request<BatchRequest>) -> Result<Caller, KvError> {
+    let caller = auth::authorize(request, [])?;
+    for (i, item) in request.get_ref().items.iter().enumerate() {
+        if let Some(action) = item_action(item) {
+            auth::authorize(request, [action]).map_err(|e| match e {
+                KvError::PermissionDenied(m) => {
+                    KvError::PermissionDenied(format!("batch item {i}: {m}"))
+                }
+                e => e,
+            })?;
+        }
+    }
+    Ok(caller)
+}
+
+/// An item's request: made by the batch's caller (so its handler authorizes it again),
+/// carrying the batch's `grpc-timeout` if it had one.
+fn item_request<T>(caller: &Caller, r: T, timeout: Option<&AsciiMetadataValue>) -> Request<T> {
     let mut req = Request::new(r);
+    caller.attach(&mut req);
     if let Some(t) = timeout {
         req.metadata_mut().insert(GRPC_TIMEOUT, t.clone());
     }

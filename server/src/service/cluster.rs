@@ -16,6 +16,7 @@ use ringkv_proto::pb::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Action};
 use crate::membership::{self, Step};
 use crate::router::Router;
 use crate::service::error::KvError;
@@ -49,8 +50,9 @@ pub fn role(state: ServerState) -> &'static str {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        auth::authorize(&request, [Action::Status])?;
         Ok(Response::new(self.snapshot()))
     }
 
@@ -58,6 +60,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberChangeRequest>,
     ) -> Result<Response<MemberChangeResponse>, Status> {
+        auth::authorize(&request, [Action::MemberAdd])?;
         let req = request.into_inner();
         let shard = self.shard(&req.cluster_id, req.shard)?;
         let step = membership::add(
@@ -75,6 +78,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberChangeRequest>,
     ) -> Result<Response<MemberChangeResponse>, Status> {
+        auth::authorize(&request, [Action::MemberRemove])?;
         let req = request.into_inner();
         let shard = self.shard(&req.cluster_id, req.shard)?;
         let step = membership::remove(shard, self.router.self_id, req.node_id).await?;
@@ -87,6 +91,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        auth::authorize(&request, [Action::Backup])?;
         let req = request.into_inner();
         let shard = self.shard(&req.cluster_id, req.shard)?;
         let file = crate::backup::snapshot_for_backup(shard, self.router.self_id).await?;

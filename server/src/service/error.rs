@@ -47,6 +47,12 @@ pub enum KvError {
     /// The shard is out of service on this node (storage error or stopped group).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The call proved no valid identity; nothing was done. Never names a credential.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's role or prefix does not allow the request; nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl From<Refusal> for KvError {
@@ -69,6 +75,8 @@ impl From<KvError> for Status {
             KvError::ShuttingDown => (Code::Unavailable, meta::KIND_SHUTTING_DOWN),
             KvError::DiskFull(_) => (Code::ResourceExhausted, meta::KIND_DISK_FULL),
             KvError::Internal(_) => (Code::Internal, meta::KIND_INTERNAL),
+            KvError::Unauthenticated(_) => (Code::Unauthenticated, meta::KIND_UNAUTHENTICATED),
+            KvError::PermissionDenied(_) => (Code::PermissionDenied, meta::KIND_PERMISSION_DENIED),
         };
         let mut status = Status::new(code, e.to_string());
         let md = status.metadata_mut();

@@ -32,6 +32,7 @@ use ringkv_proto::pb::{
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{self, Action, Caller};
 use crate::metrics::Metrics;
 use crate::router::{Route, Router};
 use crate::service::admission::{Admission, Class, Permit, deadline_of};
@@ -372,6 +373,7 @@ impl KvService {
     #[tracing::instrument(skip_all, fields(op = "get"))]
     async fn get_inner(
         &self,
+        caller: Caller,
         request: Request<GetRequest>,
     ) -> Result<Response<GetResponse>, Status> {
         let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
@@ -429,8 +431,9 @@ impl KvService {
                 ..
             } if !forwarded(&req.header) => {
                 mark_forwarded(&mut req.header);
+                let onward = caller.onward(req);
                 self.forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
-                    c.get(req).await
+                    c.get(onward).await
                 })
                 .await
             }
@@ -441,6 +444,7 @@ impl KvService {
     #[tracing::instrument(skip_all, fields(op = "put"))]
     async fn put_inner(
         &self,
+        caller: Caller,
         request: Request<PutRequest>,
     ) -> Result<Response<PutResponse>, Status> {
         let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
@@ -456,6 +460,7 @@ impl KvService {
         };
         let header = req.header.clone();
         mark_forwarded(&mut req.header);
+        let onward = caller.onward(req);
         self.write(
             &header,
             deadline,
@@ -464,7 +469,7 @@ impl KvService {
                 CommandResponse::Put { version } => Ok(PutResponse { version }),
                 other => Err(unexpected(other)),
             },
-            |mut c| async move { c.put(req).await },
+            |mut c| async move { c.put(onward).await },
         )
         .await
     }
@@ -472,6 +477,7 @@ impl KvService {
     #[tracing::instrument(skip_all, fields(op = "delete"))]
     async fn delete_inner(
         &self,
+        caller: Caller,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
@@ -485,6 +491,7 @@ impl KvService {
         };
         let header = req.header.clone();
         mark_forwarded(&mut req.header);
+        let onward = caller.onward(req);
         self.write(
             &header,
             deadline,
@@ -493,7 +500,7 @@ impl KvService {
                 CommandResponse::Delete { existed } => Ok(DeleteResponse { existed }),
                 other => Err(unexpected(other)),
             },
-            |mut c| async move { c.delete(req).await },
+            |mut c| async move { c.delete(onward).await },
         )
         .await
     }
@@ -501,6 +508,7 @@ impl KvService {
     #[tracing::instrument(skip_all, fields(op = "cas"))]
     async fn compare_and_swap_inner(
         &self,
+        caller: Caller,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
         let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
@@ -533,6 +541,7 @@ impl KvService {
         };
         let header = req.header.clone();
         mark_forwarded(&mut req.header);
+        let onward = caller.onward(req);
         self.write(
             &header,
             deadline,
@@ -551,7 +560,7 @@ impl KvService {
                 }),
                 other => Err(unexpected(other)),
             },
-            |mut c| async move { c.compare_and_swap(req).await },
+            |mut c| async move { c.compare_and_swap(onward).await },
         )
         .await
     }
@@ -559,13 +568,20 @@ impl KvService {
     #[tracing::instrument(skip_all, fields(op = "scan"))]
     async fn scan_inner(
         &self,
+        caller: Caller,
         request: Request<ScanRequest>,
     ) -> Result<Response<ScanResponse>, Status> {
         let deadline = deadline_of(request.metadata(), tokio::time::Instant::now());
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let _permit = self
             .admit(&req.header, req.encoded_len(), Class::Bulk, deadline)
             .await?;
+        // Every part of the scan (local or forwarded, any shard) reads the clipped prefix, so
+        // no key outside the caller's prefix can come back.
+        let clipped = caller.scan_prefix(&req.prefix)?;
+        if clipped.len() != req.prefix.len() {
+            req.prefix = Bytes::copy_from_slice(clipped);
+        }
         if req.prefix.len() > self.limits.key_bytes_max {
             return Err(KvError::Invalid(format!(
                 "prefix is {} bytes, over the limit key_bytes_max={}",
@@ -584,7 +600,7 @@ impl KvService {
         };
         let mut items: Vec<KeyValue> = Vec::new();
         for id in shard_ids {
-            items.extend(self.scan_shard(&req, id, limit).await?);
+            items.extend(self.scan_shard(&caller, &req, id, limit).await?);
         }
         items.sort_by(|a, b| a.key.cmp(&b.key));
         let mut truncated = items.len() > limit;
@@ -608,6 +624,7 @@ impl KvService {
     /// One shard's part of a scan, served locally or by its leader.
     async fn scan_shard(
         &self,
+        caller: &Caller,
         req: &ScanRequest,
         id: u32,
         limit: usize,
@@ -653,9 +670,10 @@ impl KvService {
                 sub.shard = Some(id);
                 sub.limit = (limit + 1).min(u32::MAX as usize) as u32;
                 mark_forwarded(&mut sub.header);
+                let onward = caller.onward(sub);
                 let resp = self
                     .forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
-                        c.scan(sub).await
+                        c.scan(onward).await
                     })
                     .await?;
                 Ok(resp.into_inner().items)
@@ -670,7 +688,15 @@ impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let _inflight = Inflight::new(&self.metrics);
         let started = Instant::now();
-        let r = self.get_inner(request).await;
+        let r = match auth::authorize(
+            &request,
+            [Action::Get {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.get_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.observe_request("get", started, &r);
         r
     }
@@ -678,7 +704,15 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let _inflight = Inflight::new(&self.metrics);
         let started = Instant::now();
-        let r = self.put_inner(request).await;
+        let r = match auth::authorize(
+            &request,
+            [Action::Put {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.put_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.observe_request("put", started, &r);
         r
     }
@@ -689,7 +723,15 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let _inflight = Inflight::new(&self.metrics);
         let started = Instant::now();
-        let r = self.delete_inner(request).await;
+        let r = match auth::authorize(
+            &request,
+            [Action::Delete {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.delete_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.observe_request("delete", started, &r);
         r
     }
@@ -700,7 +742,15 @@ impl Kv for KvService {
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
         let _inflight = Inflight::new(&self.metrics);
         let started = Instant::now();
-        let r = self.compare_and_swap_inner(request).await;
+        let r = match auth::authorize(
+            &request,
+            [Action::Cas {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.compare_and_swap_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.observe_request("cas", started, &r);
         r
     }
@@ -708,17 +758,27 @@ impl Kv for KvService {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let _inflight = Inflight::new(&self.metrics);
         let started = Instant::now();
-        let r = self.scan_inner(request).await;
+        let r = match auth::authorize(
+            &request,
+            [Action::Scan {
+                prefix: &request.get_ref().prefix,
+            }],
+        ) {
+            Ok(caller) => self.scan_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
         self.metrics.observe_request("scan", started, &r);
         r
     }
 
-    /// Each item is counted as its own request (see [`crate::service::batch`]).
+    /// Each item is counted as its own request (see [`crate::service::batch`]); the batch is
+    /// refused as a whole, before any item runs, when any item is not allowed.
     async fn batch(
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
-        self.batch_inner(request).await
+        let caller = crate::service::batch::authorize_items(&request)?;
+        self.batch_inner(caller, request).await
     }
 }
 

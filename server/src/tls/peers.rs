@@ -75,6 +75,12 @@ impl PeerCheck {
         }
     }
 
+    /// Whether any of a verified certificate's `names` is on the peer list now (the caller is
+    /// a node of this cluster).
+    pub fn allows_any(&self, names: &[String]) -> bool {
+        names.iter().any(|n| self.allows(n))
+    }
+
     /// Whether `name` is on the peer list now.
     fn allows(&self, name: &str) -> bool {
         if self.fixed.contains(name) {
