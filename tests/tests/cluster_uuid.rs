@@ -35,6 +35,17 @@ async fn agreed_uuid(cluster: &Cluster) -> String {
     }
 }
 
+/// Every shard's term as node `id` reports it.
+async fn terms_of(cluster: &Cluster, id: u64) -> Vec<u64> {
+    cluster.statuses().await[&id]
+        .as_ref()
+        .expect("the node answers Status")
+        .shards
+        .iter()
+        .map(|s| s.term)
+        .collect()
+}
+
 fn vote_envelope(to: u64, uuid: &str) -> RaftRequest {
     RaftRequest {
         cluster_id: "ringkv".to_string(),
@@ -67,13 +78,7 @@ async fn members_agree_on_one_uuid_keep_it_across_restarts_and_refuse_other_clus
             "node {id}'s identity file does not record the UUID {uuid}: {file}"
         );
     }
-    let terms_before: Vec<u64> = cluster.statuses().await[&1]
-        .as_ref()
-        .expect("status of node 1")
-        .shards
-        .iter()
-        .map(|s| s.term)
-        .collect();
+    let terms_before = terms_of(&cluster, 1).await;
 
     // A message from another cluster of the same name: refused for its UUID, by kind.
     let foreign = "6f1c2a3e-0000-4000-8000-000000000001";
@@ -121,13 +126,7 @@ async fn members_agree_on_one_uuid_keep_it_across_restarts_and_refuse_other_clus
             "uuid {u:?}: {status:?}"
         );
     }
-    let terms_after: Vec<u64> = cluster.statuses().await[&1]
-        .as_ref()
-        .expect("status of node 1")
-        .shards
-        .iter()
-        .map(|s| s.term)
-        .collect();
+    let terms_after = terms_of(&cluster, 1).await;
     assert_eq!(terms_before, terms_after, "refused messages changed a term");
     eprintln!("{:?}: foreign messages refused", t0.elapsed());
 
