@@ -2,7 +2,8 @@
 //! the register workload under SIGKILL and partitions (fixed seed), which must be valid, apply
 //! both kinds of fault, and write a complete report that headless Chromium renders from disk
 //! (the browser part is skipped, saying so, when Chromium is not installed; CI installs it).
-//! Needs root for network namespaces, as CI has.
+//! A second, shorter run does the same with `--tls` (TLS on every port). Needs root for
+//! network namespaces, as CI has.
 
 use std::process::Command;
 
@@ -79,4 +80,55 @@ fn a_short_kill_and_partition_run_is_valid_and_reported() {
         "report rendered: {dom:.500}"
     );
     assert!(dom.contains("latency.svg") && dom.contains("node-1.log"));
+}
+
+/// `--tls`: the same harness with TLS on every port (certificates for the nodes' namespace
+/// addresses, clients with the admin certificate): a short run under SIGKILL must be valid,
+/// and every node must have served TLS (no plaintext fallback: the nodes get no `--insecure`).
+#[test]
+fn a_short_tls_run_is_valid() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let seed = "7";
+    let run = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
+        .args([
+            "test",
+            "--tls",
+            "--time-limit",
+            "15",
+            "--nemesis",
+            "kill",
+            "--seed",
+            seed,
+        ])
+        .args(["--fault-ms", "3000", "--heal-ms", "3000"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(ringkv_tests::binary("ringkv-server"))
+        .output()
+        .expect("run ringkv-jepsen test --tls");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(run.status.code(), Some(0), "the TLS run must be valid");
+    assert!(stderr.contains(" --tls"), "the repeat line keeps --tls");
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results"),
+    )
+    .expect("json");
+    assert_eq!(results["valid"], true);
+    assert_eq!(results["options"]["tls"], true);
+    assert!(results["faults_by_kind"]["kill"].as_u64() >= Some(1));
+    let ok = results["stats"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 100, "only {ok} ok operations");
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(out.path().join(format!("node-{id}.log"))).expect("log");
+        assert!(
+            !log.contains("serving without TLS") && log.contains("insecure: false"),
+            "node {id} ran without TLS: {log:.2000}"
+        );
+        assert!(
+            log.contains("tls: Some(Tls"),
+            "node {id}: no TLS in its configuration"
+        );
+    }
 }

@@ -529,7 +529,8 @@ impl NodeArgs {
             disk_free_min_mb: self.disk_free_min_mb,
             auth: crate::auth::AuthSettings {
                 tokens_file: self.auth_tokens.clone(),
-                require_identity: false,
+                // With TLS every client proves who it is, tokens file or not.
+                require_identity: tls.is_some(),
             },
             tls,
             peer_allowed_names,

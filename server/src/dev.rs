@@ -5,6 +5,12 @@
 //! It waits until every shard has a leader that every node agrees on, prints the endpoints
 //! and example commands, and on Ctrl-C/SIGTERM (or when a child dies) stops every child with
 //! SIGTERM, then SIGKILL after a grace period. Each child's log goes to `DATA_DIR/node-N.log`.
+//!
+//! With `--tls`, every port speaks TLS only: a CA, one certificate per node and the admin
+//! client certificate are generated into `DATA_DIR/certs` on the first run (kept and reused
+//! after, so the printed CLI flags stay valid), and the example commands carry the flags.
+//! It never overwrites certificate files: a set that does not fit `--nodes` is an error that
+//! says which files are missing.
 
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -37,6 +43,41 @@ pub struct DevArgs {
     /// How long to wait for every shard to elect a leader.
     #[arg(long, default_value_t = 30)]
     pub ready_timeout_secs: u64,
+    /// TLS on every port, with a CA and certificates generated into DATA_DIR/certs (kept
+    /// across runs); prints the CLI flags that use them.
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// The certificates of a `--tls` dev cluster of `nodes` nodes in `dir`: reused when every
+/// file is there, generated when none is, an error otherwise (never overwritten).
+fn dev_certs(dir: &std::path::Path, nodes: u64) -> anyhow::Result<()> {
+    let mut wanted = vec![
+        "ca.pem".to_string(),
+        "client.pem".into(),
+        "client.key".into(),
+    ];
+    for i in 1..=nodes {
+        wanted.push(format!("node-{i}.pem"));
+        wanted.push(format!("node-{i}.key"));
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|f| !dir.join(f).exists()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if missing.len() < wanted.len() {
+        let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        anyhow::bail!(
+            "{} holds certificates for another cluster size (missing: {}); delete the directory \
+             to generate a new set",
+            dir.display(),
+            names.join(", ")
+        );
+    }
+    let n = u32::try_from(nodes).context("--nodes")?;
+    let set = crate::tls::certs::generate(n, &[])?;
+    crate::tls::certs::write(dir, &set, false)?;
+    Ok(())
 }
 
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -87,11 +128,33 @@ pub async fn run(
         .map(|i| format!("{i}={}@{}", addr(i), peer_addr(i)))
         .collect();
     let peers = peers.join(",");
+    let certs = args.data_dir.join("certs");
+    let tls = if args.tls {
+        dev_certs(&certs, args.nodes)?;
+        // The dev cluster's own status checks go in as the admin client.
+        let files = crate::tls::config::TlsFiles {
+            cert: certs.join("client.pem"),
+            key: certs.join("client.key"),
+            ca: certs.join("ca.pem"),
+        };
+        Some(crate::tls::config::Tls::load(&files)?)
+    } else {
+        None
+    };
     let mut children = Children(Vec::new());
     for i in 1..=args.nodes {
         let log_path = args.data_dir.join(format!("node-{i}.log"));
         let log = File::options().create(true).append(true).open(&log_path)?;
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        if args.tls {
+            cmd.arg("--tls-cert")
+                .arg(certs.join(format!("node-{i}.pem")))
+                .arg("--tls-key")
+                .arg(certs.join(format!("node-{i}.key")))
+                .arg("--tls-ca")
+                .arg(certs.join("ca.pem"));
+        }
+        let child = cmd
             .arg("--id")
             .arg(i.to_string())
             .arg("--listen")
@@ -117,7 +180,7 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.ready_timeout_secs);
     loop {
-        if all_shards_led(&endpoints, args.shards).await {
+        if all_shards_led(tls.as_ref(), &endpoints, args.shards).await {
             break;
         }
         for (id, c) in &mut children.0 {
@@ -138,6 +201,14 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let eps = endpoints.join(",");
+    let tls_flags = if args.tls {
+        format!(
+            " --cacert {0}/ca.pem --cert {0}/client.pem --key {0}/client.key",
+            certs.display()
+        )
+    } else {
+        String::new()
+    };
     println!(
         "RingKV dev cluster ready in {:.1}s: {} nodes, {} shards",
         started.elapsed().as_secs_f64(),
@@ -152,10 +223,16 @@ pub async fn run(
             i + 1
         );
     }
+    if args.tls {
+        println!(
+            "TLS on every port; certificates in {} (client flags:{tls_flags})",
+            certs.display()
+        );
+    }
     println!("Try:");
-    println!("  cargo run --release --bin ringkv -- --endpoints {eps} put hello world");
-    println!("  cargo run --release --bin ringkv -- --endpoints {eps} get hello");
-    println!("  cargo run --release --bin ringkv -- --endpoints {eps} status");
+    println!("  cargo run --release --bin ringkv -- --endpoints {eps}{tls_flags} put hello world");
+    println!("  cargo run --release --bin ringkv -- --endpoints {eps}{tls_flags} get hello");
+    println!("  cargo run --release --bin ringkv -- --endpoints {eps}{tls_flags} status");
     println!(
         "Ctrl-C stops the cluster (data stays in {}).",
         args.data_dir.display()
@@ -180,13 +257,27 @@ pub async fn run(
 }
 
 /// Whether every node answers and reports the same leader for every shard.
-async fn all_shards_led(endpoints: &[String], shards: u32) -> bool {
+async fn all_shards_led(
+    tls: Option<&crate::tls::config::Tls>,
+    endpoints: &[String],
+    shards: u32,
+) -> bool {
     let mut leaders: Option<Vec<Option<u64>>> = None;
     for ep in endpoints {
-        let Ok(mut c) = ClusterClient::connect(format!("http://{ep}")).await else {
+        let Ok(endpoint) = crate::tls::config::endpoint(tls, ep) else {
             return false;
         };
-        let Ok(resp) = c.status(StatusRequest {}).await else {
+        let Ok(channel) = endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+        else {
+            return false;
+        };
+        let mut c = ClusterClient::new(channel);
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(Duration::from_secs(2));
+        let Ok(resp) = c.status(request).await else {
             return false;
         };
         let s = resp.into_inner();
@@ -204,4 +295,24 @@ async fn all_shards_led(endpoints: &[String], shards: u32) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_certs_are_made_once_reused_and_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        dev_certs(&certs, 2).expect("generated");
+        let ca = fs::read(certs.join("ca.pem")).expect("ca");
+        dev_certs(&certs, 2).expect("reused");
+        assert_eq!(fs::read(certs.join("ca.pem")).expect("ca"), ca);
+        // A set for 2 nodes does not fit 3: an error naming what is missing, nothing written.
+        let e = dev_certs(&certs, 3).expect_err("another size");
+        assert!(e.to_string().contains("node-3.pem"), "{e}");
+        assert!(!certs.join("node-3.pem").exists());
+        assert_eq!(fs::read(certs.join("ca.pem")).expect("ca"), ca);
+    }
 }

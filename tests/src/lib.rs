@@ -17,7 +17,8 @@ use tempfile::TempDir;
 
 /// Path of a workspace binary (`ringkv-server`, `ringkv`), brought up to date once per test
 /// process with `cargo build` (a no-op when fresh), so `cargo test -p ringkv-tests` never runs
-/// a stale binary. `RINGKV_SERVER_BIN` / `RINGKV_BIN` override the path and skip the build.
+/// a stale binary. `RINGKV_RINGKV_SERVER_BIN` / `RINGKV_RINGKV_BIN` (`RINGKV_<NAME>_BIN`)
+/// override the path and skip the build (CI sets them to the binaries it built before the suite).
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let env = format!("RINGKV_{}_BIN", name.to_uppercase().replace('-', "_"));
@@ -40,6 +41,23 @@ pub fn binary(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        // Not the variables cargo sets for this test process (its package's name, version,
+        // manifest dir, OUT_DIR, ...): build scripts that watch them (ring's does) would see
+        // them change and rebuild, with every crate that depends on them.
+        for (k, _) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_CRATE_")
+                || matches!(
+                    k,
+                    "OUT_DIR" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }

@@ -60,11 +60,135 @@ async fn a_tls_cluster_serves_the_client_library_and_the_cli() {
     assert_eq!(code, 0, "put over TLS: {out}{err}");
     let (code, out, _) = cli_tls(&cluster, &["get", "tls:cli"]);
     assert_eq!((code, out.trim()), (0, "x"));
-    // The CA alone (no client certificate) is enough on the client port.
+    // The CA alone (no client certificate, no token) encrypts but proves nobody: exit 4.
     let dir = cluster.tls_dir().expect("tls").to_path_buf();
     let ca = dir.join("ca.pem").display().to_string();
     let (code, out, err) = cli(&cluster.endpoints(), &["--cacert", &ca, "get", "tls:cli"]);
-    assert_eq!(code, 0, "CA only: {out}{err}");
+    assert_eq!(code, 4, "CA only: {out}{err}");
+    assert!(err.contains("authentication required"), "{err}");
+}
+
+/// A TLS channel to `addr` trusting the cluster CA in `dir`, presenting `identity`
+/// (`node-1`, `client`, …: the `.pem`/`.key` pair of that name), or no certificate.
+async fn tls_channel(addr: &str, dir: &Path, identity: Option<&str>) -> tonic::transport::Channel {
+    let read = |p: &Path| std::fs::read(p).expect("read pem");
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&dir.join("ca.pem"))));
+    if let Some(name) = identity {
+        tls = tls.identity(Identity::from_pem(
+            read(&dir.join(format!("{name}.pem"))),
+            read(&dir.join(format!("{name}.key"))),
+        ));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(ANSWER)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// With TLS and no tokens file, a client must prove itself with a certificate: the admin
+/// certificate does everything through every node (two of three forward it to the leader,
+/// on its behalf), a node's certificate reads status and nothing else, and a client with no
+/// certificate, or a CA-signed certificate of no known name, is refused as unauthenticated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_tls_only_certificates_with_a_role_get_in() {
+    use ringkv_proto::pb::cluster_client::ClusterClient;
+    use ringkv_proto::pb::kv_client::KvClient;
+    use ringkv_proto::pb::{PutRequest, RequestHeader, StatusRequest};
+
+    let cluster = Cluster::start_tls(3, 2, &["--peer-allowed-names", "node-1,node-2,node-3"]);
+    cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders over TLS");
+    let dir = cluster.tls_dir().expect("tls").to_path_buf();
+    let put = |key: String, seq: u64| {
+        let mut r = tonic::Request::new(PutRequest {
+            header: Some(RequestHeader {
+                client_id: 0x7e57_0000 + seq,
+                sequence: 1,
+                ..Default::default()
+            }),
+            key: Bytes::from(key),
+            value: Bytes::from_static(b"v"),
+        });
+        r.set_timeout(ANSWER);
+        r
+    };
+    let mut seq = 0;
+    for id in 1..=3u64 {
+        let addr = cluster.addr(id);
+        // The admin certificate, through this node, for keys of both shards.
+        let admin = tls_channel(&addr, &dir, Some("client")).await;
+        for k in 0..4 {
+            seq += 1;
+            let key = format!("cert:{id}:{k}");
+            let mut r = Err(tonic::Status::unavailable("not tried"));
+            for _ in 0..50 {
+                r = KvClient::new(admin.clone())
+                    .put(put(key.clone(), seq))
+                    .await;
+                match &r {
+                    Err(s) if s.code() == Code::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    _ => break,
+                }
+            }
+            r.unwrap_or_else(|s| panic!("admin put {key} via node {id}: {s:?}"));
+        }
+        // A node's certificate: status only.
+        let node = tls_channel(&addr, &dir, Some("node-2")).await;
+        ClusterClient::new(node.clone())
+            .status(StatusRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("node status via node {id}: {s:?}"));
+        seq += 1;
+        let s = KvClient::new(node)
+            .put(put(format!("cert:{id}:node"), seq))
+            .await
+            .expect_err("a node certificate may not write");
+        assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+        assert_eq!(kind(&s), meta::KIND_PERMISSION_DENIED, "{s:?}");
+        assert!(s.message().contains("role node cannot put"), "{s:?}");
+        // No certificate, or a CA-signed one that is neither a role nor a listed peer.
+        for who in [None, Some("node-4")] {
+            let ch = tls_channel(&addr, &dir, who).await;
+            let s = ClusterClient::new(ch.clone())
+                .status(StatusRequest::default())
+                .await
+                .expect_err("status without an identity");
+            assert_eq!(s.code(), Code::Unauthenticated, "{who:?}: {s:?}");
+            assert_eq!(kind(&s), meta::KIND_UNAUTHENTICATED, "{who:?}: {s:?}");
+            seq += 1;
+            let s = KvClient::new(ch)
+                .put(put(format!("cert:{id}:anon"), seq))
+                .await
+                .expect_err("a put without an identity");
+            assert_eq!(s.code(), Code::Unauthenticated, "{who:?}: {s:?}");
+        }
+    }
+    // Every admin write is there, and nothing else.
+    let page = cluster
+        .client()
+        .scan("cert:", 100, ringkv_client::ReadConsistency::Linearizable)
+        .await
+        .expect("scan");
+    let keys: Vec<String> = page
+        .items
+        .iter()
+        .map(|i| String::from_utf8_lossy(&i.key).into_owned())
+        .collect();
+    assert_eq!(keys.len(), 12, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|k| !k.ends_with(":node") && !k.ends_with(":anon")),
+        "{keys:?}"
+    );
 }
 
 /// A Raft client on `addr` speaking TLS with `cert`/`key`, trusting `ca`.
@@ -460,4 +584,141 @@ fn certs_writes_private_keys_and_never_overwrites() {
     let forced = run(&["--force"]);
     assert_eq!(forced.status.code(), Some(0));
     assert_ne!(std::fs::read(out.join("ca.pem")).expect("ca"), ca);
+}
+
+/// Stops a `ringkv-server dev` process (SIGTERM: it stops its nodes) when dropped.
+struct DevGuard(std::process::Child);
+
+impl Drop for DevGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three consecutive free ports at `base`, `base + 100` and `base + 200` (below the kernel's
+/// range for outgoing connections, so none is taken by one meanwhile).
+fn dev_ports() -> u16 {
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let seed = std::process::id() as u64;
+    for attempt in 0..200u64 {
+        let base = 20_000 + ((seed * 7 + attempt * 97) % 9_000) as u16;
+        if (0..3).all(|i| free(base + i) && free(base + 100 + i) && free(base + 200 + i)) {
+            return base;
+        }
+    }
+    panic!("no free port range for the dev cluster");
+}
+
+/// `ringkv-server dev --tls`: a CA and certificates generated on the first run, TLS on every
+/// port, and the printed client flags work (put and get); the CA alone proves nobody (exit 4)
+/// and plaintext gets a TLS error (exit 4). A second run reuses the same certificates.
+#[test]
+fn dev_tls_runs_a_tls_cluster_and_prints_flags_that_work() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("dev");
+    let base = dev_ports();
+    let run = || {
+        let mut child = Command::new(binary("ringkv-server"))
+            .args([
+                "dev",
+                "--tls",
+                "--nodes",
+                "3",
+                "--shards",
+                "2",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(["--base-port", &base.to_string()])
+            .args(["--peer-base-port", &(base + 100).to_string()])
+            .args(["--admin-base-port", &(base + 200).to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let guard = DevGuard(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut lines = Vec::new();
+        while !lines.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) => lines.push(l),
+                Err(_) => panic!("dev --tls not ready in 90 s: {lines:#?}"),
+            }
+        }
+        (guard, lines)
+    };
+    let (guard, lines) = run();
+    let flags_line = lines
+        .iter()
+        .find(|l| l.starts_with("TLS on every port"))
+        .unwrap_or_else(|| panic!("no TLS line: {lines:#?}"));
+    let flags: Vec<String> = flags_line
+        .split_once("(client flags:")
+        .and_then(|(_, f)| f.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no flags in {flags_line}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(flags.len(), 6, "{flags:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("put hello world") && l.contains("--cacert")),
+        "{lines:#?}"
+    );
+    let eps: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base + i)).collect();
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = flags.iter().map(String::as_str).collect();
+        a.extend_from_slice(extra);
+        cli(&eps, &a)
+    };
+    let (code, out, err) = with(&["put", "hello", "world"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = with(&["get", "hello"]);
+    assert_eq!((code, out.trim()), (0, "world"), "{err}");
+    let ca = data.join("certs").join("ca.pem").display().to_string();
+    let (code, _, err) = cli(&eps, &["--cacert", &ca, "get", "hello"]);
+    assert_eq!(code, 4, "CA only: {err}");
+    let (code, _, err) = cli(&eps, &["get", "hello"]);
+    assert_eq!(code, 4, "plaintext: {err}");
+    assert!(err.contains("TLS"), "{err}");
+    let ca_pem = std::fs::read(&ca).expect("ca");
+    drop(guard);
+
+    // Again on the same directory: the same CA, and the data is still there.
+    let (guard, _) = run();
+    assert_eq!(
+        std::fs::read(&ca).expect("ca"),
+        ca_pem,
+        "certificates regenerated"
+    );
+    let (code, out, err) = with(&["get", "hello"]);
+    assert_eq!((code, out.trim()), (0, "world"), "{err}");
+    drop(guard);
 }

@@ -73,6 +73,10 @@ pub struct TestArgs {
     /// cuts test the write path rather than the server's start-up directory syncs.
     #[arg(long, hide = true)]
     pub sync_dirs_after_start: bool,
+    /// TLS on every port: `ringkv-server certs` writes a CA and certificates for the nodes'
+    /// addresses into the report's `certs/`, and the clients use the admin certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -218,7 +222,8 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             " --sync-dirs-after-start"
         } else {
             ""
-        };
+        }
+        + if args.tls { " --tls" } else { "" };
     eprintln!("seed {seed}; report in {}", out.display());
     eprintln!("repeat with: {repeat}");
 
@@ -232,6 +237,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         } else {
             vec![]
         },
+        tls: args.tls,
     };
     if options.faultfs {
         crate::faultfs::prerequisites()
@@ -239,7 +245,9 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     }
     let mut db = Db::start(&bin, &out, &net, n, args.shards, options)?;
     let endpoints = db.endpoints();
-    let admin = workload::client(endpoints.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
+    let tls = db.client_tls();
+    let admin = workload::client(endpoints.clone(), tls.clone())
+        .map_err(|e| HarnessError::Db(e.to_string()))?;
     wait_healthy(&admin, &endpoints, Duration::from_secs(30)).await?;
     if args.sync_dirs_after_start {
         db.sync_all_dirs();
@@ -282,7 +290,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
                 e
             }
         };
-        let c = workload::client(eps).map_err(|e| HarnessError::Db(e.to_string()))?;
+        let c = workload::client(eps, tls.clone()).map_err(|e| HarnessError::Db(e.to_string()))?;
         let ws = workers.clone();
         let worker_seed = seed.wrapping_add(w as u64 + 1);
         tasks.push(match args.workload {
@@ -433,7 +441,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             "nodes": args.nodes, "time_limit_s": args.time_limit, "workload": args.workload,
             "nemesis": args.nemesis, "read_consistency": args.read_consistency,
             "concurrency": concurrency, "keys": workers.all_keys().count(), "shards": args.shards,
-            "fault_ms": args.fault_ms, "heal_ms": args.heal_ms,
+            "fault_ms": args.fault_ms, "heal_ms": args.heal_ms, "tls": args.tls,
         },
         "versions": {"ringkv_jepsen": env!("CARGO_PKG_VERSION"), "ringkv_server": server_version, "server_bin": bin.display().to_string()},
         "checkers": checkers,
@@ -511,8 +519,8 @@ async fn final_reads(
     workers: &Workers,
 ) -> Result<Option<Vec<u64>>, HarnessError> {
     wait_healthy(admin, endpoints, Duration::from_secs(60)).await?;
-    let final_client =
-        workload::client(endpoints.to_vec()).map_err(|e| HarnessError::Db(e.to_string()))?;
+    let final_client = workload::client(endpoints.to_vec(), admin.options().tls.clone())
+        .map_err(|e| HarnessError::Db(e.to_string()))?;
     let final_deadline = Instant::now() + Duration::from_secs(30);
     match args.workload {
         WorkloadKind::Register => {

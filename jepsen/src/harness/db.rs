@@ -39,6 +39,8 @@ pub struct DbOptions {
     pub faultfs: bool,
     /// Extra environment of every server process (test-only fault hooks).
     pub env: Vec<(String, String)>,
+    /// TLS on every port, with certificates `ringkv-server certs` writes into `<out>/certs`.
+    pub tls: bool,
 }
 
 /// Bytes a full disk still takes after [`Db::fill_disk`]: a few pages, so the node meets
@@ -57,6 +59,8 @@ pub struct Db {
     peer_addrs: Vec<String>,
     namespaces: Vec<String>,
     env: Vec<(String, String)>,
+    /// With TLS: the directory of the CA, the node and the admin client certificates.
+    tls_dir: Option<PathBuf>,
     /// Node `id`'s fault filesystem at `disks[id - 1]` (empty without storage faults). Declared
     /// last: fields drop after `Drop::drop` has killed every process, so unmounting finds the
     /// mounts idle.
@@ -99,8 +103,12 @@ impl Db {
             peer_addrs,
             namespaces: (1..=n).map(|id| net.ns(id)).collect(),
             env: options.env,
+            tls_dir: None,
             disks: Vec::new(),
         };
+        if options.tls {
+            db.tls_dir = Some(db.make_certs(net, n)?);
+        }
         if options.faultfs {
             for id in 1..=n {
                 let dir = db.data_dir(id);
@@ -114,6 +122,45 @@ impl Db {
             db.spawn(id)?;
         }
         Ok(db)
+    }
+
+    /// Writes a new CA and certificates for the `n` nodes (each named by its address) and the
+    /// admin client into `<out>/certs`, replacing an earlier run's.
+    fn make_certs(&self, net: &Net, n: usize) -> Result<PathBuf, HarnessError> {
+        let dir = self.out.join("certs");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| HarnessError::Db(format!("{}: {e}", dir.display())))?;
+        }
+        let hosts: Vec<String> = (1..=n).map(|id| net.ip(id).to_string()).collect();
+        let out = Command::new(&self.bin)
+            .args([
+                "certs",
+                "--nodes",
+                &n.to_string(),
+                "--hosts",
+                &hosts.join(","),
+            ])
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .map_err(|e| HarnessError::Db(format!("ringkv-server certs: {e}")))?;
+        if !out.status.success() {
+            return Err(HarnessError::Db(format!(
+                "ringkv-server certs: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// The clients' TLS files (the CA and the admin certificate), with TLS.
+    pub fn client_tls(&self) -> Option<ringkv_client::TlsOptions> {
+        self.tls_dir.as_ref().map(|d| ringkv_client::TlsOptions {
+            ca: d.join("ca.pem"),
+            cert: Some(d.join("client.pem")),
+            key: Some(d.join("client.key")),
+        })
     }
 
     fn data_dir(&self, id: usize) -> PathBuf {
@@ -219,10 +266,8 @@ impl Db {
                 &self.peer_addrs[id - 1],
                 "--peers",
                 &self.peers,
-                // Plaintext on purpose: the nodes listen only inside the network namespaces
-                // this run created (a non-loopback address needs TLS or --insecure).
-                "--insecure",
             ])
+            .args(self.security_args(id))
             .arg("--data-dir")
             .arg(&data)
             .args(["--shards", &self.shards.to_string()])
@@ -241,6 +286,23 @@ impl Db {
             paused: false,
         };
         Ok(())
+    }
+
+    /// Node `id`'s TLS flags, or `--insecure`: plaintext on purpose, as the nodes listen only
+    /// inside the network namespaces this run created (a non-loopback address needs TLS or
+    /// --insecure).
+    fn security_args(&self, id: usize) -> Vec<String> {
+        match &self.tls_dir {
+            None => vec!["--insecure".into()],
+            Some(d) => vec![
+                "--tls-cert".into(),
+                d.join(format!("node-{id}.pem")).display().to_string(),
+                "--tls-key".into(),
+                d.join(format!("node-{id}.key")).display().to_string(),
+                "--tls-ca".into(),
+                d.join("ca.pem").display().to_string(),
+            ],
+        }
     }
 
     fn signal(&self, id: usize, sig: Signal) -> Result<(), HarnessError> {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
+use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency, TlsOptions};
 use ringkv_proto::ring::Ring;
 use serde_json::{Value, json};
 
@@ -44,9 +44,11 @@ pub const SET_BUCKETS: u64 = 16;
 /// A client for one worker: a 2 s deadline per request (what a service answering people would
 /// give a database write), 1 s per attempt, at most 4 attempts, 0.5 s to connect. A request
 /// waiting on a leader that has gone leaves it as soon as the client learns of the new leader
-/// (the client library's leader probe), not only when the attempt times out.
-pub fn client(endpoints: Vec<String>) -> Result<Client, Error> {
+/// (the client library's leader probe), not only when the attempt times out. With `tls`, over
+/// TLS with those files (a run with `--tls`).
+pub fn client(endpoints: Vec<String>, tls: Option<TlsOptions>) -> Result<Client, Error> {
     let mut o = ClientOptions::new(endpoints);
+    o.tls = tls;
     o.request_timeout = Duration::from_millis(2_000);
     o.attempt_timeout = Duration::from_millis(1_000);
     o.max_attempts = 4;

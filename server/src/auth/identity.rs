@@ -21,6 +21,11 @@ pub enum Role {
     Readwrite,
     /// Reads of keys (within the prefix), and status.
     Readonly,
+    /// Status only: a cluster node identified by its peer certificate, asking another node's
+    /// client port for status (bootstrap, re-admission, joining). Never read from a tokens
+    /// file: only a certificate that passes the peer check gets it.
+    #[serde(skip_deserializing)]
+    Node,
 }
 
 impl Role {
@@ -29,6 +34,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Readwrite => "readwrite",
             Role::Readonly => "readonly",
+            Role::Node => "node",
         }
     }
 }
@@ -53,7 +59,20 @@ pub struct Identity {
 /// entry of that name (the certificate `ringkv-server certs` issues).
 pub const BUILTIN_ADMIN_CERT_NAME: &str = "admin";
 
+/// The prefix of a [`Role::Node`] identity's name (then the certificate's first name), so a
+/// node can never pass for a tokens-file entry.
+pub const NODE_IDENTITY_PREFIX: &str = "node certificate ";
+
 impl Identity {
+    /// The status-only identity of a cluster node's certificate named `cert_name`.
+    pub fn node(cert_name: &str) -> Identity {
+        Identity {
+            name: format!("{NODE_IDENTITY_PREFIX}{cert_name}"),
+            role: Role::Node,
+            prefix: None,
+        }
+    }
+
     /// The admin identity of a certificate named [`BUILTIN_ADMIN_CERT_NAME`].
     pub fn builtin_admin() -> Identity {
         Identity {

@@ -15,12 +15,15 @@
 //! - `authorization: Bearer TOKEN`: the token must be valid, and then it decides (a
 //!   certificate presented too is not consulted): a wrong token is refused, not downgraded.
 //! - a verified client certificate: the tokens-file entry whose `cert_name` is one of its
-//!   names, or the built-in admin for a certificate named `admin`.
+//!   names, or the built-in admin for a certificate named `admin`;
+//! - a verified certificate that passes the peer check (a cluster node's): the status-only
+//!   `node` role, so nodes can ask each other's client ports for status without a token.
 //!
-//! Auth is on when the node has a tokens file (`--auth-tokens`); otherwise every call may do
-//! everything, as before, and credentials are ignored. `AuthSettings::require_identity` (every
-//! call must prove an identity without a tokens file) is meant to follow TLS but is not set by
-//! any flag yet: with TLS and no tokens file, clients are encrypted but not authorized.
+//! Auth is on when the node has a tokens file (`--auth-tokens`) or TLS
+//! (`AuthSettings::require_identity`); without either, every call may do everything, as
+//! before, and credentials are ignored. With TLS and no tokens file the only identities are
+//! the built-in admin certificate and the nodes' certificates: a client without a certificate,
+//! or with one of another name, is refused.
 //! A forwarded request carries the client's proof (its `authorization` value unchanged, or
 //! `x-ringkv-on-behalf-of`), never the forwarding node's, so the leader decides again.
 //! Tokens never reach logs, metrics or error messages; [`Caller`]'s `Debug` hides them.
@@ -84,6 +87,8 @@ enum Onward {
     Bearer(AsciiMetadataValue),
     /// The identity's name, for a certificate-identified client.
     OnBehalfOf(AsciiMetadataValue),
+    /// Nothing: a cluster node's own certificate proves it again at the next node.
+    PeerCertificate,
 }
 
 #[derive(Clone)]
@@ -200,6 +205,15 @@ impl Auth {
                 onward: Onward::OnBehalfOf(onward),
             }));
         }
+        if let Some(names) = cert_names
+            && let Some(first) = names.first()
+            && (self.is_peer)(names)
+        {
+            return Ok(Caller(CallerKind::Known {
+                identity: Arc::new(Identity::node(first)),
+                onward: Onward::PeerCertificate,
+            }));
+        }
         Err(match cert_names {
             Some(_) => unauthenticated("the client certificate has no role on this cluster"),
             None => unauthenticated(
@@ -288,9 +302,14 @@ impl Caller {
         if let CallerKind::Known { onward, .. } = &self.0 {
             let md = req.metadata_mut();
             match onward {
-                Onward::Bearer(v) => md.insert(AUTHORIZATION, v.clone()),
-                Onward::OnBehalfOf(v) => md.insert(meta::ON_BEHALF_OF, v.clone()),
-            };
+                Onward::Bearer(v) => {
+                    md.insert(AUTHORIZATION, v.clone());
+                }
+                Onward::OnBehalfOf(v) => {
+                    md.insert(meta::ON_BEHALF_OF, v.clone());
+                }
+                Onward::PeerCertificate => {}
+            }
         }
         req
     }
@@ -409,6 +428,49 @@ mod tests {
         let fwd = c.onward(1u8);
         assert_eq!(fwd.metadata().get(AUTHORIZATION).expect("ok"), "Bearer tok");
         assert!(!format!("{c:?}").contains("tok"));
+    }
+
+    #[test]
+    fn with_tls_and_no_tokens_file_only_certificates_with_a_role_get_in() {
+        let s = AuthSettings {
+            tokens_file: None,
+            require_identity: true,
+        };
+        let a =
+            Auth::new(&s, Arc::new(|n: &[String]| n.iter().any(|x| x == "node-1"))).expect("ok");
+        assert!(a.enabled());
+        assert!(a.identify(&md(&[]), None).is_err());
+        assert!(
+            a.identify(&md(&[("authorization", "Bearer tok")]), None)
+                .is_err()
+        );
+        assert!(
+            a.identify(&md(&[]), Some(&["stranger".to_string()]))
+                .is_err()
+        );
+        let admin = a
+            .identify(&md(&[]), Some(&["admin".to_string()]))
+            .expect("ok");
+        assert_eq!(name_of(&admin).as_deref(), Some("admin"));
+        // A node's certificate: status, and nothing else.
+        let node = a
+            .identify(&md(&[]), Some(&["node-1".to_string()]))
+            .expect("ok");
+        let mut r = Request::new(());
+        node.attach(&mut r);
+        assert!(authorize(&r, [Action::Status]).is_ok());
+        assert!(matches!(
+            authorize(&r, [Action::Get { key: b"k" }]),
+            Err(KvError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            authorize(&r, [Action::MemberRemove]),
+            Err(KvError::PermissionDenied(_))
+        ));
+        // Its requests onward carry no claim: its certificate proves it again.
+        let fwd = node.onward(());
+        assert!(fwd.metadata().get(AUTHORIZATION).is_none());
+        assert!(fwd.metadata().get(meta::ON_BEHALF_OF).is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `readwrite`: get, put, delete, compare-and-swap and scan of keys within its prefix, and
 //!   status.
 //! - `readonly`: get and scan of keys within its prefix, and status.
+//! - `node` (a cluster node's certificate, never a tokens-file entry): status only.
 //! - Membership changes and backups: admin only (a backup is every key of a shard).
 //! - Status is allowed to every authenticated identity (clients route with it); it names
 //!   nodes and shards, never keys.
@@ -122,6 +123,7 @@ fn role_allows(role: Role, action: &Action<'_>) -> bool {
                 | Action::Status
         ),
         Role::Readonly => action.is_read() || matches!(action, Action::Status),
+        Role::Node => matches!(action, Action::Status),
     }
 }
 
@@ -223,6 +225,10 @@ mod tests {
             (
                 Role::Readonly,
                 vec![true, false, false, false, true, true, false, false, false],
+            ),
+            (
+                Role::Node,
+                vec![false, false, false, false, false, true, false, false, false],
             ),
         ] {
             for prefix in [None, Some(b"order:".as_slice())] {

@@ -339,6 +339,8 @@ mod tests {
                 "unknown field `tokens`",
             ),
             (entry("a", &h, "root"), "unknown variant `root`"),
+            // The nodes' status-only role is for peer certificates, never for a file entry.
+            (entry("a", &h, "node"), "unknown variant `node`"),
             (
                 entry("a", "sha256 = \"abc\"", "admin"),
                 "field sha256: must be 64 hex digits",
