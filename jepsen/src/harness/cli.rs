@@ -114,6 +114,33 @@ pub fn run(args: TestArgs) -> u8 {
     }
 }
 
+/// Waits for every workload worker; a worker that panicked (or was cancelled) fails the run
+/// as a harness error, naming how many and the first panic's message, instead of leaving a
+/// silently shorter history.
+async fn join_workers(tasks: Vec<tokio::task::JoinHandle<()>>) -> Result<(), HarnessError> {
+    let total = tasks.len();
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await {
+            failed.push(match e.try_into_panic() {
+                Ok(p) => p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into()),
+                Err(e) => e.to_string(),
+            });
+        }
+    }
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(HarnessError::Worker(format!(
+            "{} of {total} workers failed; the first: {first}",
+            failed.len()
+        ))),
+    }
+}
+
 fn locate_server(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> {
     if let Some(p) = explicit {
         return if p.exists() {
@@ -343,9 +370,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
         }
         eprintln!("[{:>6.2}s] healed", end_ns as f64 / 1e9);
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    join_workers(tasks).await?;
     let workload_end_ns = recorder.now_ns();
 
     // Final phase: heal everything, wait for recovery, final reads.
@@ -533,5 +558,28 @@ async fn final_reads(
             .await
             .map(Some)
             .map_err(HarnessError::Unhealthy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_worker_fails_the_run_instead_of_shortening_the_history() {
+        let ok = vec![tokio::spawn(async {}), tokio::spawn(async {})];
+        assert!(join_workers(ok).await.is_ok());
+        let tasks = vec![
+            tokio::spawn(async {}),
+            tokio::spawn(async { panic!("worker 1 broke") }),
+            tokio::spawn(async { panic!("{}", String::from("worker 2 broke")) }),
+        ];
+        match join_workers(tasks).await {
+            Err(HarnessError::Worker(m)) => {
+                assert!(m.starts_with("2 of 3 workers failed"), "{m}");
+                assert!(m.contains("worker 1 broke"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -33,6 +33,10 @@ pub enum HarnessError {
     Unhealthy(String),
     #[error("report: {0}")]
     Report(String),
+    /// A workload worker panicked: its operations may be missing from the history, so the run
+    /// proves nothing (a harness bug, never a verdict on the server).
+    #[error("workload: {0}")]
+    Worker(String),
     #[error("interrupted")]
     Interrupted,
 }
