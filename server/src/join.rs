@@ -40,11 +40,28 @@ pub async fn discover(cfg: &mut Config) -> anyhow::Result<()> {
                 .await?;
             let mut request = tonic::Request::new(StatusRequest {});
             crate::auth::with_node_credentials(&mut request);
-            let r = ClusterClient::new(channel).status(request).await?;
-            anyhow::Ok(r.into_inner())
+            // A refusal of this node's identity is final: retrying cannot change it.
+            match ClusterClient::new(channel).status(request).await {
+                Ok(r) => anyhow::Ok(Ok(r.into_inner())),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    ) =>
+                {
+                    anyhow::Ok(Err(s))
+                }
+                Err(s) => Err(s.into()),
+            }
         };
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(s)) => break s,
+            Ok(Ok(Ok(s))) => break s,
+            Ok(Ok(Err(refused))) => anyhow::bail!(
+                "{member} refused this node: {} (with TLS, this node's certificate needs a name \
+                 on the member's peer list: a host of its --peers or --peer-allowed-names; with \
+                 --auth-tokens, RINGKV_NODE_TOKEN)",
+                refused.message()
+            ),
             Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%member, error = %e, "cannot reach the member to join through; retrying");
             }

@@ -517,6 +517,25 @@ impl Cluster {
         }
     }
 
+    /// Waits (at most `timeout`) for node `id` to exit by itself; its status, or `None` if it
+    /// is still running then.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let node = self.nodes.get_mut(&id)?;
+        loop {
+            let status = node.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                node.child = None;
+                node.hold_ports();
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.spawn(id);
     }

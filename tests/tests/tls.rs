@@ -93,14 +93,15 @@ async fn tls_channel(addr: &str, dir: &Path, identity: Option<&str>) -> tonic::t
 /// With TLS and no tokens file, a client must prove itself with a certificate: the admin
 /// certificate does everything through every node (two of three forward it to the leader,
 /// on its behalf), a node's certificate reads status and nothing else, and a client with no
-/// certificate, or a CA-signed certificate of no known name, is refused as unauthenticated.
+/// certificate, or a CA-signed certificate of no known name, is refused as unauthenticated;
+/// and a node with such a certificate cannot `--join` (it exits at once, saying why).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_tls_only_certificates_with_a_role_get_in() {
     use ringkv_proto::pb::cluster_client::ClusterClient;
     use ringkv_proto::pb::kv_client::KvClient;
     use ringkv_proto::pb::{PutRequest, RequestHeader, StatusRequest};
 
-    let cluster = Cluster::start_tls(3, 2, &["--peer-allowed-names", "node-1,node-2,node-3"]);
+    let mut cluster = Cluster::start_tls(3, 2, &["--peer-allowed-names", "node-1,node-2,node-3"]);
     cluster
         .wait_for_leaders(Duration::from_secs(30))
         .await
@@ -184,6 +185,21 @@ async fn with_tls_only_certificates_with_a_role_get_in() {
         .map(|i| String::from_utf8_lossy(&i.key).into_owned())
         .collect();
     assert_eq!(keys.len(), 12, "{keys:?}");
+    // A node whose certificate (CA-signed) is off the peer list cannot join: the member refuses
+    // its status call, and it stops at once, saying why, instead of retrying for 30 s.
+    let started = Instant::now();
+    cluster.join(4, 1);
+    let status = cluster
+        .wait_exit(4, Duration::from_secs(20))
+        .expect("the refused joiner exits");
+    assert!(!status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = std::fs::read_to_string(&cluster.nodes[&4].log).expect("log");
+    assert!(log.contains("refused this node"), "{log}");
     assert!(
         keys.iter()
             .all(|k| !k.ends_with(":node") && !k.ends_with(":anon")),
