@@ -696,6 +696,40 @@ pub async fn assert_definite_failures_absent(client: &Client, keys: &[String], c
     );
 }
 
+/// The end of a run of writes under a planned disturbance (rolling restarts, rotations): no
+/// write failed except as retriable (`Error::Unavailable`), every acknowledged `(key, value)`
+/// reads back (linearizable), and no failed write took effect
+/// ([`assert_definite_failures_absent`]).
+pub async fn assert_writes_kept(
+    client: &Client,
+    acked: &[(String, String)],
+    failed: &[(String, ringkv_client::Error)],
+    context: &str,
+) {
+    let unretriable: Vec<&ringkv_client::Error> = failed
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| !matches!(e, ringkv_client::Error::Unavailable(_)))
+        .collect();
+    assert!(
+        unretriable.is_empty(),
+        "{context}: requests failed other than as retriable: {unretriable:?}"
+    );
+    for (k, v) in acked {
+        let got = client
+            .get(k.clone(), ringkv_client::ReadConsistency::Linearizable)
+            .await
+            .unwrap_or_else(|e| panic!("{context}: read of {k}: {e}"));
+        assert_eq!(
+            got.map(|g| g.value),
+            Some(bytes::Bytes::from(v.clone())),
+            "{context}: {k} lost"
+        );
+    }
+    let keys: Vec<String> = failed.iter().map(|(k, _)| k.clone()).collect();
+    assert_definite_failures_absent(client, &keys, context).await;
+}
+
 /// The sum of `metric`'s samples whose labels include every pair of `labels`, as node `admin`
 /// serves them on `/metrics` (counters, gauges and untyped samples; 0 if there are none).
 pub async fn metric_sum(admin: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
