@@ -132,3 +132,82 @@ fn a_short_tls_run_is_valid() {
         );
     }
 }
+
+/// SIGTERM (what a test runner sends at its timeout) in the middle of a run with storage
+/// faults: the harness stops within seconds with exit 3 and leaves nothing behind (no node
+/// process, no network namespace of the run, no fault filesystem mounted under its report).
+#[test]
+fn sigterm_mid_run_leaves_no_namespace_mount_or_node_behind() {
+    use std::time::{Duration, Instant};
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
+        .args(["test", "--time-limit", "60", "--nemesis", "kill,power"])
+        .args(["--seed", "5"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(ringkv_tests::binary("ringkv-server"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ringkv-jepsen test");
+    let ns = format!("rkv{}n", child.id() % 20_000 + 1);
+    let namespaces = || {
+        let o = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&ns))
+            .count()
+    };
+    let out_dir = out.path().display().to_string();
+    let mounts = || {
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&out_dir))
+            .count()
+    };
+    // Wait until the run is under way: its namespaces and its fault filesystems exist, and a
+    // node has written its log.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(namespaces() == 3 && mounts() == 3 && out.path().join("node-1.log").exists()) {
+        assert!(Instant::now() < deadline, "the run never got under way");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the harness did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(3), "{status}");
+    assert_eq!(namespaces(), 0, "network namespaces left behind");
+    assert_eq!(mounts(), 0, "fault filesystems left mounted");
+    // No node process (each has the report's data directory on its command line).
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&out_dir) {
+            left.push(entry.file_name());
+        }
+    }
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

@@ -99,10 +99,19 @@ pub fn run(args: TestArgs) -> u8 {
             return 3;
         }
     };
+    // Ctrl-C or SIGTERM (what a test runner sends at its timeout) ends the run the same way:
+    // the run's future is dropped, so its nodes are killed, its fault filesystems unmounted
+    // and its network namespaces and packet filters removed, before the exit code 3.
     let result = rt.block_on(async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => return Err(HarnessError::Usage(format!("cannot watch SIGTERM: {e}"))),
+            };
         tokio::select! {
             r = run_test(args) => r,
             _ = tokio::signal::ctrl_c() => Err(HarnessError::Interrupted),
+            _ = term.recv() => Err(HarnessError::Interrupted),
         }
     });
     match result {
