@@ -72,7 +72,9 @@ impl Client {
                     return Err(crate::tls::server_speaks_tls(&target));
                 }
                 Ok(Err(status)) => match classify(&status, false) {
-                    f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
+                    f @ (Failure::Unauthenticated(_)
+                    | Failure::PermissionDenied(_)
+                    | Failure::Unsupported { .. }) => {
                         if let Some(e) = f.refusal() {
                             return Err(e);
                         }

@@ -123,6 +123,16 @@ pub enum Expect {
     Version(u64),
 }
 
+impl Expect {
+    pub(crate) fn to_wire(&self) -> compare_and_swap_request::Expected {
+        match self {
+            Expect::Value(v) => compare_and_swap_request::Expected::ExpectedValue(v.clone()),
+            Expect::Absent => compare_and_swap_request::Expected::ExpectAbsent(true),
+            Expect::Version(v) => compare_and_swap_request::Expected::ExpectedVersion(*v),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CasOutcome {
     pub succeeded: bool,
@@ -204,7 +214,7 @@ pub struct Client {
 /// One attempt's way to a node: batched when the client batches and the node supports it,
 /// else one unary RPC per request. Either way the answer has the unary RPC's shape.
 pub(crate) struct Conn {
-    kv: KvClient<Svc>,
+    pub(crate) kv: KvClient<Svc>,
     batcher: Option<Arc<Batcher>>,
     /// The attempt's time budget, sent as `grpc-timeout` with unary RPCs.
     budget: Duration,
@@ -212,7 +222,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// `req` as a unary request carrying the attempt's budget as its deadline.
-    fn request<T>(&self, req: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, req: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(req);
         r.set_timeout(self.budget);
         r
@@ -255,7 +265,7 @@ impl Conn {
         }
     }
 
-    async fn put(&self, req: PutRequest) -> Result<Response<PutResponse>, Status> {
+    pub(crate) async fn put(&self, req: PutRequest) -> Result<Response<PutResponse>, Status> {
         let (_busy, r) = self.batched(|| batch_item::Op::Put(req.clone())).await;
         match r {
             Some(r) => reshape(r, |x| match x {
@@ -277,7 +287,7 @@ impl Conn {
         }
     }
 
-    async fn compare_and_swap(
+    pub(crate) async fn compare_and_swap(
         &self,
         req: CompareAndSwapRequest,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
@@ -548,7 +558,12 @@ impl Client {
     ///
     /// With `key` set, the request goes to the key's shard leader when known; with `key` unset
     /// (serializable reads, fan-out scans) it goes to the endpoints in order.
-    async fn call<T, F, Fut>(&self, key: Option<&[u8]>, is_write: bool, f: F) -> Result<T, Error>
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        key: Option<&[u8]>,
+        is_write: bool,
+        f: F,
+    ) -> Result<T, Error>
     where
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -673,7 +688,9 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
-                f @ (Failure::Unauthenticated(_) | Failure::PermissionDenied(_)) => {
+                f @ (Failure::Unauthenticated(_)
+                | Failure::PermissionDenied(_)
+                | Failure::Unsupported { .. }) => {
                     let refused = f.refusal().unwrap_or_else(|| Error::Invalid(last.clone()));
                     return Err(match unknown {
                         Some(u) => Error::OutcomeUnknown(format!("{u}; then: {refused}")),
@@ -741,7 +758,7 @@ impl Client {
         })
     }
 
-    fn header(&self, sequence: u64, acked_below: u64) -> Option<RequestHeader> {
+    pub(crate) fn header(&self, sequence: u64, acked_below: u64) -> Option<RequestHeader> {
         Some(RequestHeader {
             cluster_id: self.inner.opts.cluster_id.clone(),
             client_id: self.inner.client_id,
@@ -752,7 +769,7 @@ impl Client {
     }
 
     /// Runs a write under a fresh sequence number, kept for all its retries.
-    async fn write<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, Error>
+    pub(crate) async fn write<T, F, Fut>(&self, key: &[u8], f: F) -> Result<T, Error>
     where
         F: Fn(Conn, Option<RequestHeader>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -820,6 +837,7 @@ impl Client {
                     header,
                     key: key.clone(),
                     value: value.clone(),
+                    ..Default::default()
                 };
                 async move { c.put(req).await }
             })
@@ -851,11 +869,7 @@ impl Client {
         new_value: Option<Bytes>,
     ) -> Result<CasOutcome, Error> {
         let key = key.into();
-        let expected = match expect {
-            Expect::Value(v) => compare_and_swap_request::Expected::ExpectedValue(v),
-            Expect::Absent => compare_and_swap_request::Expected::ExpectAbsent(true),
-            Expect::Version(v) => compare_and_swap_request::Expected::ExpectedVersion(v),
-        };
+        let expected = expect.to_wire();
         let r = self
             .write(&key, |c, header| {
                 let req = CompareAndSwapRequest {
@@ -863,6 +877,7 @@ impl Client {
                     key: key.clone(),
                     expected: Some(expected.clone()),
                     new_value: new_value.clone(),
+                    ..Default::default()
                 };
                 async move { c.compare_and_swap(req).await }
             })

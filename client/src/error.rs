@@ -39,6 +39,11 @@ pub enum Error {
     /// order:{42}:state`.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A node (`node`, when the server named it) runs a version that cannot do this yet (a
+    /// TTL on a cluster that is being upgraded); nothing was written. Not retried: upgrade
+    /// every node, then try again.
+    #[error("unsupported: {message}")]
+    Unsupported { node: Option<u64>, message: String },
     /// TLS could not be set up, or the server and this client do not trust each other (or do
     /// not both speak TLS); nothing was sent. Retrying does not help: fix the files or flags.
     #[error("TLS: {message}")]

@@ -22,6 +22,7 @@ mod error;
 mod outcome;
 mod retry;
 mod tls;
+mod ttl;
 
 pub use admin::MemberChange;
 pub use client::{
@@ -30,3 +31,4 @@ pub use client::{
 pub use error::{Error, TlsFailure};
 pub use ringkv_proto::pb::{MemberChangeResponse, StatusResponse};
 pub use tls::TlsOptions;
+pub use ttl::{KeyTtl, Ttl};

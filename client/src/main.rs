@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
+use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency, Ttl};
 
 /// The load generator (`ringkv bench`) allocates per request; mimalloc keeps that cheap.
 #[global_allocator]
@@ -20,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod backup;
 mod bench;
+mod duration;
 mod etcd;
 mod member;
 mod status;
@@ -73,8 +74,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write KEY = VALUE.
-    Put { key: String, value: String },
+    /// Write KEY = VALUE (clearing any TTL the key had, unless --ttl or --keep-ttl).
+    Put {
+        key: String,
+        value: String,
+        /// Expire the key this long after the write (cluster time): 500ms, 30s, 10m, 1h.
+        #[arg(long, value_parser = duration::parse, conflicts_with = "keep_ttl")]
+        ttl: Option<Duration>,
+        /// Keep the TTL the key has now.
+        #[arg(long)]
+        keep_ttl: bool,
+    },
+    /// Restart KEY's TTL from now: --ttl, or the TTL it has (exit 1 when absent).
+    Touch {
+        key: String,
+        #[arg(long, value_parser = duration::parse)]
+        ttl: Option<Duration>,
+    },
+    /// Remove KEY's TTL, so it lives until deleted (exit 1 when absent).
+    Persist { key: String },
+    /// Print KEY's remaining time to live in ms (-1: no TTL; exit 1 when absent).
+    Ttl {
+        key: String,
+        #[arg(long)]
+        serializable: bool,
+    },
     /// Print KEY's value (exit 1 when absent).
     Get {
         key: String,
@@ -105,6 +129,12 @@ enum Command {
         /// Delete the key instead of writing NEW_VALUE.
         #[arg(long, conflicts_with = "new_value")]
         delete: bool,
+        /// Give the written value this TTL (cluster time): 500ms, 30s, 10m, 1h.
+        #[arg(long, value_parser = duration::parse, conflicts_with_all = ["keep_ttl", "delete"])]
+        ttl: Option<Duration>,
+        /// Keep the TTL the key has now for the written value.
+        #[arg(long, conflicts_with = "delete")]
+        keep_ttl: bool,
     },
     /// Print `key<TAB>value` lines of keys starting with PREFIX, in key order.
     Scan {
@@ -138,10 +168,25 @@ fn exit_for(e: &Error) -> ExitCode {
         Error::Unavailable(_)
         | Error::Overloaded { .. }
         | Error::OutcomeUnknown(_)
-        | Error::DiskFull { .. } => ExitCode::from(3),
+        | Error::DiskFull { .. }
+        | Error::Unsupported { .. } => ExitCode::from(3),
         Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::Tls { .. } => {
             ExitCode::from(4)
         }
+    }
+}
+
+fn not_found() -> ExitCode {
+    eprintln!("ringkv: not found");
+    ExitCode::from(1)
+}
+
+/// The TTL change of `--ttl` / `--keep-ttl` (clap keeps them exclusive).
+fn ttl_of(ttl: Option<Duration>, keep_ttl: bool) -> Ttl {
+    match (ttl, keep_ttl) {
+        (Some(d), _) => Ttl::Set(d),
+        (None, true) => Ttl::Keep,
+        (None, false) => Ttl::Clear,
     }
 }
 
@@ -190,10 +235,49 @@ async fn run(cli: Cli) -> ExitCode {
         Err(e) => return exit_for(&e),
     };
     match cli.command {
-        Command::Put { key, value } => match client.put(key, value).await {
-            Ok(_) => ExitCode::SUCCESS,
+        Command::Put {
+            key,
+            value,
+            ttl,
+            keep_ttl,
+        } => {
+            let result = match ttl_of(ttl, keep_ttl) {
+                Ttl::Clear => client.put(key, value).await.map(|_| ()),
+                t => client.put_with_ttl(key, value, t).await.map(|_| ()),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => exit_for(&e),
+            }
+        }
+        Command::Touch { key, ttl } => match client.touch(key, ttl).await {
+            Ok(Some(_)) => ExitCode::SUCCESS,
+            Ok(None) => not_found(),
             Err(e) => exit_for(&e),
         },
+        Command::Persist { key } => match client.persist(key).await {
+            Ok(Some(_)) => ExitCode::SUCCESS,
+            Ok(None) => not_found(),
+            Err(e) => exit_for(&e),
+        },
+        Command::Ttl { key, serializable } => {
+            let c = if serializable {
+                ReadConsistency::Serializable
+            } else {
+                ReadConsistency::Linearizable
+            };
+            match client.ttl(key, c).await {
+                Ok(Some(t)) => {
+                    match t.remaining {
+                        Some(d) => println!("{}", d.as_millis()),
+                        None => println!("-1"),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => not_found(),
+                Err(e) => exit_for(&e),
+            }
+        }
         Command::Get {
             key,
             serializable,
@@ -234,6 +318,8 @@ async fn run(cli: Cli) -> ExitCode {
             expect_absent,
             expect_version,
             delete,
+            ttl,
+            keep_ttl,
         } => {
             let expect = match (expect, expect_absent, expect_version) {
                 (Some(v), false, None) => Expect::Value(Bytes::from(v)),
@@ -250,7 +336,11 @@ async fn run(cli: Cli) -> ExitCode {
                 (None, true) => None,
                 _ => return usage("cas needs NEW_VALUE or --delete"),
             };
-            match client.cas(key, expect, new_value).await {
+            let outcome = match ttl_of(ttl, keep_ttl) {
+                Ttl::Clear => client.cas(key, expect, new_value).await,
+                t => client.cas_with_ttl(key, expect, new_value, t).await,
+            };
+            match outcome {
                 Ok(o) if o.succeeded => ExitCode::SUCCESS,
                 Ok(o) => {
                     match o.current {

@@ -47,6 +47,9 @@ pub(crate) enum Failure {
     Unauthenticated(String),
     /// Give up now: the identity may not do this (nothing done).
     PermissionDenied(String),
+    /// Give up now: a node (named when the server said which) cannot do this yet (nothing
+    /// done).
+    Unsupported { node: Option<u64>, message: String },
 }
 
 impl Failure {
@@ -55,6 +58,10 @@ impl Failure {
         match self {
             Failure::Unauthenticated(m) => Some(crate::error::Error::Unauthenticated(m.clone())),
             Failure::PermissionDenied(m) => Some(crate::error::Error::PermissionDenied(m.clone())),
+            Failure::Unsupported { node, message } => Some(crate::error::Error::Unsupported {
+                node: *node,
+                message: message.clone(),
+            }),
             _ => None,
         }
     }
@@ -101,6 +108,14 @@ pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
         meta::KIND_OUTCOME_UNKNOWN => Failure::Unknown(msg),
         meta::KIND_UNAUTHENTICATED => Failure::Unauthenticated(msg),
         meta::KIND_PERMISSION_DENIED => Failure::PermissionDenied(msg),
+        meta::KIND_FEATURE_UNSUPPORTED => Failure::Unsupported {
+            node: s
+                .metadata()
+                .get(meta::LACKING_NODE_ID)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            message: msg,
+        },
         // No kind, or one this client does not know: a transport failure or a foreign server.
         _ => without_kind(s, is_write, msg),
     }
@@ -110,6 +125,13 @@ pub(crate) fn classify(s: &Status, is_write: bool) -> Failure {
 fn without_kind(s: &Status, is_write: bool, msg: String) -> Failure {
     if s.code() == Code::InvalidArgument || s.code() == Code::OutOfRange {
         return Failure::Invalid(msg);
+    }
+    // The server has no such method (a version before it): it ran nothing.
+    if s.code() == Code::Unimplemented {
+        return Failure::Unsupported {
+            node: None,
+            message: format!("the node does not have this RPC (an older version): {msg}"),
+        };
     }
     let described = format!("{:?}: {msg}", s.code());
     if !is_write || never_connected(s) {
@@ -403,6 +425,7 @@ mod tests {
             header: None,
             key: Bytes::from_static(key),
             value: Bytes::from_static(b"v"),
+            ..Default::default()
         }
     }
 

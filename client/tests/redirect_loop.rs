@@ -4,16 +4,20 @@
 //!
 //! A client that followed such redirects without pausing spent all its attempts within
 //! milliseconds and failed the request although the handover ended shortly after.
+//!
+//! The same fakes answer as a server from before TTLs, for the client's side of a rolling
+//! upgrade.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ringkv_client::{Client, ClientOptions, ReadConsistency};
+use ringkv_client::{Client, ClientOptions, Error, ReadConsistency, Ttl};
 use ringkv_proto::meta;
 use ringkv_proto::pb::kv_server::{Kv, KvServer};
 use ringkv_proto::pb::{
     BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
-    DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
+    DeleteResponse, GetRequest, GetResponse, PersistRequest, PersistResponse, PutRequest,
+    PutResponse, ScanRequest, ScanResponse, TouchRequest, TouchResponse, TtlRequest, TtlResponse,
 };
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -55,7 +59,11 @@ impl Kv for FakeNode {
     }
     async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.check()?;
-        Ok(Response::new(PutResponse { version: 8 }))
+        // As a server from before TTLs: no TTL echo (it ignored the TTL fields).
+        Ok(Response::new(PutResponse {
+            version: 8,
+            ttl_ms: 0,
+        }))
     }
     async fn delete(&self, _: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         Err(Status::unimplemented("fake"))
@@ -71,6 +79,19 @@ impl Kv for FakeNode {
     }
     /// As a server from before the Batch RPC: the client falls back to unary RPCs.
     async fn batch(&self, _: Request<BatchRequest>) -> Result<Response<BatchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    /// As a server from before TTLs (no such RPC).
+    async fn touch(&self, _: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn persist(
+        &self,
+        _: Request<PersistRequest>,
+    ) -> Result<Response<PersistResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn ttl(&self, _: Request<TtlRequest>) -> Result<Response<TtlResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
@@ -157,4 +178,27 @@ async fn concurrent_requests_to_a_node_without_batching_fall_back_to_unary() {
     }
     // The fallback happens within the attempt: not one request needed a second one.
     assert_eq!(client.retries(), 0);
+}
+
+/// A node from before TTLs ignores a put's TTL fields and has no Touch RPC: the client says
+/// so ([`Error::Unsupported`]) instead of reporting a TTL that is not there, and a touch is a
+/// definite refusal, not an unknown outcome.
+#[tokio::test]
+async fn a_server_without_ttls_is_reported_as_unsupported() {
+    let a = start_pair(Duration::ZERO);
+    let client = Client::new(ClientOptions::new(vec![a])).expect("client");
+    let put = client
+        .put_with_ttl("k", "v", Ttl::Set(Duration::from_secs(30)))
+        .await;
+    assert!(
+        matches!(put, Err(Error::Unsupported { .. })),
+        "put with a TTL: {put:?}"
+    );
+    // Without a TTL the same answer is fine.
+    assert_eq!(client.put("k", "v").await.ok(), Some(8));
+    let touch = client.touch("k", None).await;
+    assert!(
+        matches!(&touch, Err(e @ Error::Unsupported { .. }) if e.is_definite()),
+        "touch: {touch:?}"
+    );
 }

@@ -45,3 +45,8 @@ pub const KIND_PERMISSION_DENIED: &str = "permission_denied";
 pub const KIND_PEER_UNAUTHENTICATED: &str = "peer_unauthenticated";
 /// A Raft call whose certificate (from the cluster CA) names no host on the peer list.
 pub const KIND_PEER_NOT_ALLOWED: &str = "peer_not_allowed";
+/// A command kind (TTL, ...) that a member of the shard cannot apply yet (it runs an older
+/// version): nothing was written; upgrade every node, then retry.
+pub const KIND_FEATURE_UNSUPPORTED: &str = "feature_unsupported";
+/// The node the `feature_unsupported` refusal names (its id, ASCII decimal).
+pub const LACKING_NODE_ID: &str = "x-ringkv-lacking-node-id";

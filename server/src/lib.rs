@@ -18,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod config_file;
 pub mod dev;
+pub mod features;
 pub mod identity;
 pub mod join;
 pub mod lifecycle;

@@ -214,7 +214,9 @@ pub async fn run(
     );
     space.sample();
     let pool = Arc::new(ChannelPool::new(CONNECT_TIMEOUT_MS, cfg.tls.clone()));
+    let features = Arc::new(crate::features::PeerFeatures::default());
     let ctx = Arc::new(NetContext {
+        features: features.clone(),
         cluster_id: cfg.cluster_id.clone(),
         cluster_uuid: cluster_uuid.clone(),
         self_id: cfg.id,
@@ -282,6 +284,7 @@ pub async fn run(
         shutting_down: shutting_down.clone(),
         metrics: metrics.clone(),
         space: space.clone(),
+        features,
     };
     let cluster = Arc::new(ClusterService {
         cluster_id: cfg.cluster_id.clone(),
@@ -398,6 +401,11 @@ pub async fn run(
         ))
     });
     let space_sampler = tokio::spawn(space.clone().run(cancel.clone()));
+    let expirer = tokio::spawn(crate::shard::expirer::run(
+        cfg.id,
+        shards.clone(),
+        cancel.clone(),
+    ));
     let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(
         cfg.id,
         shards.clone(),
@@ -430,6 +438,7 @@ pub async fn run(
     let _ = balancer.await;
     let _ = readmit.await;
     let _ = space_sampler.await;
+    let _ = expirer.await;
     if let Some(compaction) = compaction {
         let _ = compaction.await;
     }

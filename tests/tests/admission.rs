@@ -40,6 +40,7 @@ fn put(client_id: u64, i: usize) -> PutRequest {
         }),
         key: Bytes::from(key(i)),
         value: Bytes::from(format!("value-{i}")),
+        ..Default::default()
     }
 }
 

@@ -20,8 +20,8 @@ use ringkv_proto::pb::cluster_client::ClusterClient;
 use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{
     BackupRequest, BatchItem, BatchRequest, CompareAndSwapRequest, DeleteRequest, GetRequest,
-    MemberChangeRequest, PutRequest, RequestHeader, ScanRequest, StatusRequest, batch_item,
-    batch_result, compare_and_swap_request,
+    MemberChangeRequest, PersistRequest, PutRequest, RequestHeader, ScanRequest, StatusRequest,
+    TouchRequest, TtlRequest, batch_item, batch_result, compare_and_swap_request,
 };
 use ringkv_tests::{Cluster, binary, cli};
 use sha2::{Digest, Sha256};
@@ -89,13 +89,16 @@ enum Rpc {
     Scan,
     BatchPut,
     BatchGet,
+    Touch,
+    Persist,
+    Ttl,
     Status,
     MemberAdd,
     MemberRemove,
     Backup,
 }
 
-const RPCS: [Rpc; 11] = [
+const RPCS: [Rpc; 14] = [
     Rpc::Get,
     Rpc::Put,
     Rpc::Delete,
@@ -103,6 +106,9 @@ const RPCS: [Rpc; 11] = [
     Rpc::Scan,
     Rpc::BatchPut,
     Rpc::BatchGet,
+    Rpc::Touch,
+    Rpc::Persist,
+    Rpc::Ttl,
     Rpc::Status,
     Rpc::MemberAdd,
     Rpc::MemberRemove,
@@ -129,7 +135,7 @@ fn allowed(who: Who, rpc: Rpc, key: &str) -> bool {
         (_, Rpc::Status) => true,
         (Role::Readwrite, Rpc::MemberAdd | Rpc::MemberRemove | Rpc::Backup) => false,
         (Role::Readwrite, _) => true,
-        (Role::Readonly, Rpc::Get | Rpc::Scan | Rpc::BatchGet) => true,
+        (Role::Readonly, Rpc::Get | Rpc::Scan | Rpc::BatchGet | Rpc::Ttl) => true,
         (Role::Readonly, _) => false,
     };
     role_ok && (!rpc.touches_keys() || in_prefix)
@@ -293,11 +299,43 @@ async fn call(addr: &str, who: Who, rpc: Rpc, key: &str, seq: u64) -> (Outcome, 
                     header: header(seq),
                     key: k,
                     value: Bytes::from_static(b"v"),
+                    ..Default::default()
                 },
                 t,
             ))
             .await
             .map(|_| "put".into()),
+        Rpc::Touch => kv
+            .touch(with_token(
+                TouchRequest {
+                    header: header(seq),
+                    key: k,
+                    ttl_ms: Some(60_000),
+                },
+                t,
+            ))
+            .await
+            .map(|r| format!("touched found={}", r.get_ref().found)),
+        Rpc::Persist => kv
+            .persist(with_token(
+                PersistRequest {
+                    header: header(seq),
+                    key: k,
+                },
+                t,
+            ))
+            .await
+            .map(|r| format!("persisted found={}", r.get_ref().found)),
+        Rpc::Ttl => kv
+            .ttl(with_token(
+                TtlRequest {
+                    key: k,
+                    ..Default::default()
+                },
+                t,
+            ))
+            .await
+            .map(|r| format!("ttl found={}", r.get_ref().found)),
         Rpc::Delete => kv
             .delete(with_token(
                 DeleteRequest {
@@ -315,6 +353,7 @@ async fn call(addr: &str, who: Who, rpc: Rpc, key: &str, seq: u64) -> (Outcome, 
                     key: k,
                     expected: Some(compare_and_swap_request::Expected::ExpectedVersion(0)),
                     new_value: Some(Bytes::from_static(b"c")),
+                    ..Default::default()
                 },
                 t,
             ))
@@ -342,6 +381,7 @@ async fn call(addr: &str, who: Who, rpc: Rpc, key: &str, seq: u64) -> (Outcome, 
                     header: header(seq),
                     key: k,
                     value: Bytes::from_static(b"b"),
+                    ..Default::default()
                 })
             } else {
                 batch_item::Op::Get(GetRequest {
@@ -606,6 +646,7 @@ async fn permission_matrix_has_no_unauthorized_success_and_no_refused_authorized
                     header: header(seq + i as u64),
                     key: Bytes::from(k.to_string()),
                     value: Bytes::from_static(b"m"),
+                    ..Default::default()
                 })),
             })
             .collect();
@@ -759,6 +800,7 @@ async fn late_can_put(c: &Cluster, seq: u64) -> Option<bool> {
                 header: header(seq),
                 key: Bytes::from_static(b"late:k"),
                 value: Bytes::from_static(b"v"),
+                ..Default::default()
             },
             Some("late-token"),
         ))

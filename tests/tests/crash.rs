@@ -148,6 +148,7 @@ fn cas_request(client_id: u64, sequence: u64, expected: &str, new: &str) -> Comp
             Bytes::from(expected.to_string()),
         )),
         new_value: Some(Bytes::from(new.to_string())),
+        ..Default::default()
     }
 }
 
@@ -386,6 +387,7 @@ async fn malformed_and_oversized_requests_are_refused_and_nothing_is_written() {
             header,
             key: Bytes::from_static(b"anonymous"),
             value: Bytes::from_static(b"v"),
+            ..Default::default()
         };
         let s = kv.put(put).await.expect_err("a write without identity");
         assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());

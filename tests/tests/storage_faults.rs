@@ -166,6 +166,7 @@ fn identified_put(key: &str, value: &str) -> ringkv_proto::pb::PutRequest {
         }),
         key: Bytes::from(key.to_string()),
         value: Bytes::from(value.to_string()),
+        ..Default::default()
     }
 }
 

@@ -116,6 +116,7 @@ async fn with_tls_only_certificates_with_a_role_get_in() {
             }),
             key: Bytes::from(key),
             value: Bytes::from_static(b"v"),
+            ..Default::default()
         });
         r.set_timeout(ANSWER);
         r

@@ -122,6 +122,7 @@ pub fn serve(
             encode(&Reply::Ok(result))
                 .map(|payload| RaftReply {
                     payload: payload.into(),
+                    features: crate::features::own(),
                 })
                 .map_err(|e| Status::internal(e.to_string()))
         });

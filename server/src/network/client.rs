@@ -52,6 +52,8 @@ pub struct NetContext {
     pub message_bytes_max: usize,
     /// Which peers answer (paces calls to a peer that is down, and logs its outages).
     pub peers: PeerHealth,
+    /// What each peer's replies say it supports (see [`crate::features`]).
+    pub features: Arc<crate::features::PeerFeatures>,
     /// Deadline of an append, unary or on a stream (`node::append_timeout`: half the election
     /// timeout), used where it is longer than the one openraft passes (its heartbeat interval).
     pub append_timeout: Duration,
@@ -175,7 +177,9 @@ impl PeerClient {
             Ok(r) => r.map_err(map_status)?,
             Err(e) => return Err(network(e)),
         };
-        match decode::<Reply<Resp>>(&reply.into_inner().payload).map_err(network)? {
+        let reply = reply.into_inner();
+        self.ctx.features.record(self.target, reply.features);
+        match decode::<Reply<Resp>>(&reply.payload).map_err(network)? {
             Reply::Ok(r) => Ok(r),
             Reply::Err(e) => Err(unreachable(TransportError::RemoteRaft(e))),
         }

@@ -54,6 +54,7 @@ fn reply<T: Serialize>(r: Result<T, Status>) -> Result<Response<RaftReply>, Stat
     let payload = encode(&Reply::Ok(r?)).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(RaftReply {
         payload: payload.into(),
+        features: crate::features::own(),
     }))
 }
 

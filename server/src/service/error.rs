@@ -53,6 +53,10 @@ pub enum KvError {
     /// The caller's role or prefix does not allow the request; nothing was done.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A member of the shard (`node`) cannot apply this kind of command yet; nothing was
+    /// written. Retry once every node runs a version that has it.
+    #[error("{message}; upgrade every node first (nothing was written)")]
+    Unsupported { node: u64, message: String },
 }
 
 impl From<Refusal> for KvError {
@@ -77,6 +81,9 @@ impl From<KvError> for Status {
             KvError::Internal(_) => (Code::Internal, meta::KIND_INTERNAL),
             KvError::Unauthenticated(_) => (Code::Unauthenticated, meta::KIND_UNAUTHENTICATED),
             KvError::PermissionDenied(_) => (Code::PermissionDenied, meta::KIND_PERMISSION_DENIED),
+            KvError::Unsupported { .. } => {
+                (Code::FailedPrecondition, meta::KIND_FEATURE_UNSUPPORTED)
+            }
         };
         let mut status = Status::new(code, e.to_string());
         let md = status.metadata_mut();
@@ -88,6 +95,9 @@ impl From<KvError> for Status {
         {
             let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
             md.insert(meta::RETRY_AFTER_MS, MetadataValue::from(ms));
+        }
+        if let KvError::Unsupported { node, .. } = &e {
+            md.insert(meta::LACKING_NODE_ID, MetadataValue::from(*node));
         }
         if let KvError::DiskFull(full) = &e {
             md.insert(meta::FULL_NODE_ID, MetadataValue::from(full.node));

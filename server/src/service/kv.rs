@@ -26,8 +26,9 @@ use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::kv_server::Kv;
 use ringkv_proto::pb::{
     BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
-    DeleteResponse, GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RequestHeader,
-    ScanRequest, ScanResponse, compare_and_swap_request,
+    DeleteResponse, GetRequest, GetResponse, KeyValue, PersistRequest, PersistResponse, PutRequest,
+    PutResponse, RequestHeader, ScanRequest, ScanResponse, TouchRequest, TouchResponse, TtlRequest,
+    TtlResponse, compare_and_swap_request,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -38,6 +39,7 @@ use crate::router::{Route, Router};
 use crate::service::admission::{Admission, Class, Permit, deadline_of};
 use crate::service::error::KvError;
 use crate::service::limits::Limits;
+use crate::service::ttl::{ttl_change, wire_ttl};
 use crate::shard::Shard;
 use crate::shard::command::{Command, CommandResponse, Expected, Op};
 use crate::storage::space::DiskSpace;
@@ -57,19 +59,21 @@ pub struct KvService {
     pub metrics: Arc<Metrics>,
     /// Refuses writes while this node or a voter of the shard is out of disk space.
     pub space: DiskSpace,
+    /// What each peer supports: new command kinds wait until every member does.
+    pub features: Arc<crate::features::PeerFeatures>,
 }
 
-fn forwarded(header: &Option<RequestHeader>) -> bool {
+pub(crate) fn forwarded(header: &Option<RequestHeader>) -> bool {
     header.as_ref().is_some_and(|h| h.forwarded)
 }
 
-fn mark_forwarded(header: &mut Option<RequestHeader>) {
+pub(crate) fn mark_forwarded(header: &mut Option<RequestHeader>) {
     header.get_or_insert_with(RequestHeader::default).forwarded = true;
 }
 
 /// Whether a failed forward may have executed (writes) or certainly did not matter (reads).
 #[derive(Clone, Copy, PartialEq)]
-enum Effect {
+pub(crate) enum Effect {
     Read,
     Write,
 }
@@ -77,7 +81,7 @@ enum Effect {
 impl KvService {
     /// Checks the request, then waits (bounded) for a permit of `class`. A refusal is a
     /// definite overload: nothing was done.
-    async fn admit(
+    pub(crate) async fn admit(
         &self,
         header: &Option<RequestHeader>,
         encoded_len: usize,
@@ -176,7 +180,7 @@ impl KvService {
     }
 
     /// Waits until a linearizable read of `shard` may be served from the local replica.
-    async fn read_barrier(&self, shard: &Shard) -> Result<(), KvError> {
+    pub(crate) async fn read_barrier(&self, shard: &Shard) -> Result<(), KvError> {
         let started = Instant::now();
         let barrier = shard.raft.ensure_linearizable(ReadPolicy::ReadIndex);
         let result = match tokio::time::timeout(self.read_timeout, barrier).await {
@@ -225,7 +229,7 @@ impl KvService {
     }
 
     /// Forwards a request to the leader at `addr`; the leader's own errors pass through.
-    async fn forward<T, F, Fut>(
+    pub(crate) async fn forward<T, F, Fut>(
         &self,
         addr: &str,
         leader_id: u64,
@@ -288,7 +292,7 @@ impl KvService {
     }
 
     /// Runs a write locally or at the leader.
-    async fn write<T, F, Fut>(
+    pub(crate) async fn write<T, F, Fut>(
         &self,
         header: &Option<RequestHeader>,
         deadline: Option<tokio::time::Instant>,
@@ -315,7 +319,12 @@ impl KvService {
                 .and_then(|()| self.check_deadline(deadline))
             {
                 Err(e) => e,
-                Ok(()) => match self.propose(shard, header, op).await {
+                Ok(()) => match async {
+                    self.ensure_features(shard, op.features()).await?;
+                    self.propose(shard, header, op).await
+                }
+                .await
+                {
                     Ok(CommandResponse::Expired) => {
                         return Err(KvError::Invalid(
                             "sequence already acknowledged to this client; stale duplicate ignored"
@@ -364,7 +373,15 @@ fn detached(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 
-fn unexpected(r: CommandResponse) -> KvError {
+/// A TTL-aware write's answer as the plain one and the key's TTL after it.
+fn split_ttl(r: CommandResponse) -> (CommandResponse, Option<u64>) {
+    match r {
+        CommandResponse::WithTtl { response, ttl_ms } => (*response, ttl_ms),
+        other => (other, None),
+    }
+}
+
+pub(crate) fn unexpected(r: CommandResponse) -> KvError {
     KvError::Internal(format!("state machine answered {r:?}"))
 }
 
@@ -388,28 +405,36 @@ impl KvService {
             .await?;
         self.limits.check_key(&req.key)?;
         let shard = self.router.shard_for_key(&req.key);
-        let read = |shard: &Shard| -> Result<GetResponse, KvError> {
-            Ok(
-                match shard
-                    .sm
-                    .get(&req.key)
-                    .map_err(|e| KvError::Internal(e.to_string()))?
-                {
-                    Some(v) => GetResponse {
-                        found: true,
-                        value: v.value,
-                        version: v.version,
+        let key = Bytes::copy_from_slice(&req.key);
+        let read = async |shard: &Shard, linearizable: bool| -> Result<GetResponse, KvError> {
+            let (record, clock_ms) = self
+                .read_at_cluster_time(
+                    shard,
+                    linearizable,
+                    || {
+                        shard
+                            .sm
+                            .get(&key)
+                            .map_err(|e| KvError::Internal(e.to_string()))
                     },
-                    None => GetResponse {
-                        found: false,
-                        value: Bytes::new(),
-                        version: 0,
-                    },
+                    |r| crate::service::ttl::deadlines_of(&key, r.as_ref()),
+                )
+                .await?;
+            Ok(match record.filter(|r| r.live_at(clock_ms)) {
+                Some(r) => GetResponse {
+                    found: true,
+                    value: r.versioned.value,
+                    version: r.versioned.version,
                 },
-            )
+                None => GetResponse {
+                    found: false,
+                    value: Bytes::new(),
+                    version: 0,
+                },
+            })
         };
         if req.serializable {
-            return Ok(Response::new(read(shard)?));
+            return Ok(Response::new(read(shard, false).await?));
         }
         let err = match self.router.route(shard) {
             Route::Remote {
@@ -420,7 +445,7 @@ impl KvService {
                 leader_addr: addr,
             },
             Route::Local(shard) => match self.read_barrier(shard).await {
-                Ok(()) => return Ok(Response::new(read(shard)?)),
+                Ok(()) => return Ok(Response::new(read(shard, true).await?)),
                 Err(e) => e,
             },
         };
@@ -454,9 +479,10 @@ impl KvService {
             .await?;
         self.limits.check_key(&req.key)?;
         self.limits.check_value(&req.value)?;
-        let op = Op::Put {
-            key: detached(&req.key),
-            value: detached(&req.value),
+        let (key, value) = (detached(&req.key), detached(&req.value));
+        let op = match ttl_change(req.ttl_ms, req.keep_ttl)? {
+            None => Op::Put { key, value },
+            Some(ttl) => Op::PutTtl { key, value, ttl },
         };
         let header = req.header.clone();
         mark_forwarded(&mut req.header);
@@ -465,9 +491,15 @@ impl KvService {
             &header,
             deadline,
             op,
-            |r| match r {
-                CommandResponse::Put { version } => Ok(PutResponse { version }),
-                other => Err(unexpected(other)),
+            |r| {
+                let (r, ttl_ms) = split_ttl(r);
+                match r {
+                    CommandResponse::Put { version } => Ok(PutResponse {
+                        version,
+                        ttl_ms: wire_ttl(ttl_ms),
+                    }),
+                    other => Err(unexpected(other)),
+                }
             },
             |mut c| async move { c.put(onward).await },
         )
@@ -534,10 +566,19 @@ impl KvService {
         if let Some(v) = &req.new_value {
             self.limits.check_value(v)?;
         }
-        let op = Op::Cas {
-            key: detached(&req.key),
-            expected,
-            new_value: req.new_value.as_ref().map(detached),
+        let (key, new_value) = (detached(&req.key), req.new_value.as_ref().map(detached));
+        let op = match ttl_change(req.ttl_ms, req.keep_ttl)? {
+            None => Op::Cas {
+                key,
+                expected,
+                new_value,
+            },
+            Some(ttl) => Op::CasTtl {
+                key,
+                expected,
+                new_value,
+                ttl,
+            },
         };
         let header = req.header.clone();
         mark_forwarded(&mut req.header);
@@ -546,19 +587,23 @@ impl KvService {
             &header,
             deadline,
             op,
-            |r| match r {
-                CommandResponse::Cas {
-                    succeeded,
-                    current,
-                    new_version,
-                } => Ok(CompareAndSwapResponse {
-                    succeeded,
-                    found: current.is_some(),
-                    current_version: current.as_ref().map(|c| c.version).unwrap_or(0),
-                    current_value: current.map(|c| c.value).unwrap_or_default(),
-                    new_version,
-                }),
-                other => Err(unexpected(other)),
+            |r| {
+                let (r, ttl_ms) = split_ttl(r);
+                match r {
+                    CommandResponse::Cas {
+                        succeeded,
+                        current,
+                        new_version,
+                    } => Ok(CompareAndSwapResponse {
+                        succeeded,
+                        found: current.is_some(),
+                        current_version: current.as_ref().map(|c| c.version).unwrap_or(0),
+                        current_value: current.map(|c| c.value).unwrap_or_default(),
+                        new_version,
+                        ttl_ms: wire_ttl(ttl_ms),
+                    }),
+                    other => Err(unexpected(other)),
+                }
             },
             |mut c| async move { c.compare_and_swap(onward).await },
         )
@@ -630,22 +675,40 @@ impl KvService {
         limit: usize,
     ) -> Result<Vec<KeyValue>, Status> {
         let shard = self.router.shard(id)?;
-        let local = |shard: &Shard| -> Result<Vec<KeyValue>, KvError> {
-            let rows = shard
-                .sm
-                .scan(&req.prefix, limit + 1)
-                .map_err(|e| KvError::Internal(e.to_string()))?;
+        let local = async |shard: &Shard, linearizable: bool| -> Result<Vec<KeyValue>, KvError> {
+            let (rows, clock_ms) = self
+                .read_at_cluster_time(
+                    shard,
+                    linearizable,
+                    || {
+                        shard
+                            .sm
+                            .scan(&req.prefix, limit + 1)
+                            .map_err(|e| KvError::Internal(e.to_string()))
+                    },
+                    |rows| {
+                        rows.iter()
+                            .filter_map(|(k, r)| {
+                                r.expiry.map(|e| (Bytes::copy_from_slice(k), e.deadline_ms))
+                            })
+                            .collect()
+                    },
+                )
+                .await?;
+            // Expired records are skipped; the limit counts them, so a scan over many keys
+            // due for expiry may come back truncated early (the caller continues after it).
             Ok(rows
                 .into_iter()
-                .map(|(k, v)| KeyValue {
+                .filter(|(_, r)| r.live_at(clock_ms))
+                .map(|(k, r)| KeyValue {
                     key: k.into(),
-                    value: v.value,
-                    version: v.version,
+                    value: r.versioned.value,
+                    version: r.versioned.version,
                 })
                 .collect())
         };
         if req.serializable {
-            return Ok(local(shard)?);
+            return Ok(local(shard, false).await?);
         }
         let err = match self.router.route(shard) {
             Route::Remote {
@@ -656,7 +719,7 @@ impl KvService {
                 leader_addr: addr,
             },
             Route::Local(shard) => match self.read_barrier(shard).await {
-                Ok(()) => return Ok(local(shard)?),
+                Ok(()) => return Ok(local(shard, true).await?),
                 Err(e) => e,
             },
         };
@@ -768,6 +831,60 @@ impl Kv for KvService {
             Err(e) => Err(e.into()),
         };
         self.metrics.observe_request("scan", started, &r);
+        r
+    }
+
+    async fn touch(
+        &self,
+        request: Request<TouchRequest>,
+    ) -> Result<Response<TouchResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = match auth::authorize(
+            &request,
+            [Action::Put {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.touch_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.observe_request("touch", started, &r);
+        r
+    }
+
+    async fn persist(
+        &self,
+        request: Request<PersistRequest>,
+    ) -> Result<Response<PersistResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = match auth::authorize(
+            &request,
+            [Action::Put {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.persist_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.observe_request("persist", started, &r);
+        r
+    }
+
+    async fn ttl(&self, request: Request<TtlRequest>) -> Result<Response<TtlResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = match auth::authorize(
+            &request,
+            [Action::Get {
+                key: &request.get_ref().key,
+            }],
+        ) {
+            Ok(caller) => self.ttl_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.observe_request("ttl", started, &r);
         r
     }
 

@@ -6,17 +6,22 @@
 //! expiry of idle clients' records.
 //!
 //! Key layout of a state-machine tree:
-//! - `d` + user key → 8-byte big-endian version, then the value bytes;
+//! - `d` + user key → the key's record: version, expiry if it has a TTL, value (see
+//!   [`crate::shard::record`]);
+//! - `e` + deadline + user key → empty: the expiry index (see [`crate::shard::record`]);
 //! - `c` + client id + sequence (big-endian) → encoded response of that write;
 //! - `w` + client id → acknowledged watermark and last-seen time (8 + 8 bytes);
 //! - `r` + node id (big-endian) → empty: a node id removed from the cluster, never reusable;
 //! - `t:clock` → cluster time (the largest leader stamp applied), in snapshots like the data;
+//! - `t:features` → the feature bits enabled on this shard (8 bytes; absent: none);
 //! - `m:applied`, `m:membership` → state-machine metadata (not in snapshots: their meta says
 //!   it); `m:clock` is where releases before cluster time kept the clock (read, not written).
 //!
 //! Invariants: the outcome depends only on the tree's state before the batch and the commands
 //! (never on how entries were split into batches, a clock or randomness); a key's version is
-//! the log index of the write that produced it, so it grows with every write.
+//! the log index of the write that produced its value, so it grows with every value write (a
+//! touch or persist changes only the TTL and keeps it); a key whose deadline is not after the
+//! command's cluster time is absent to every command, whether or not its record was removed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,7 +30,8 @@ use bytes::Bytes;
 
 use crate::codec::{decode, encode};
 use crate::shard::buffer::{Layer, WriteBuffer};
-use crate::shard::command::{Command, CommandResponse, Expected, Op, Versioned};
+use crate::shard::command::{Command, CommandResponse, Expected, Op, TtlChange};
+use crate::shard::record::{self, Expiry, Record, expiry_key};
 
 pub const KEY_APPLIED: &[u8] = b"m:applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
@@ -34,6 +40,8 @@ pub const KEY_MEMBERSHIP: &[u8] = b"m:membership";
 pub const KEY_CLOCK: &[u8] = b"t:clock";
 /// Where the clock lived before it moved into snapshots.
 pub const KEY_CLOCK_LEGACY: &[u8] = b"m:clock";
+/// The feature bits enabled on the shard (see [`crate::features`]), in snapshots.
+pub const KEY_FEATURES: &[u8] = b"t:features";
 pub const META_PREFIX: &[u8] = b"m:";
 pub const DATA_PREFIX: u8 = b'd';
 const DEDUP_PREFIX: u8 = b'c';
@@ -74,30 +82,6 @@ fn watermark_key(client: u64) -> [u8; 9] {
     k[0] = WATERMARK_PREFIX;
     k[1..].copy_from_slice(&client.to_be_bytes());
     k
-}
-
-/// Encodes a stored value: version then bytes.
-pub fn encode_versioned(version: u64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + value.len());
-    v.extend_from_slice(&version.to_be_bytes());
-    v.extend_from_slice(value);
-    v
-}
-
-/// Decodes a stored value; a short record is corruption.
-pub fn decode_versioned(bytes: &[u8]) -> io::Result<Versioned> {
-    if bytes.len() < 8 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "stored value shorter than 8 bytes",
-        ));
-    }
-    let mut ver = [0u8; 8];
-    ver.copy_from_slice(&bytes[..8]);
-    Ok(Versioned {
-        version: u64::from_be_bytes(ver),
-        value: Bytes::copy_from_slice(&bytes[8..]),
-    })
 }
 
 fn u64_pair(bytes: &[u8]) -> io::Result<(u64, u64)> {
@@ -222,7 +206,7 @@ pub fn apply_command(
 ) -> io::Result<CommandResponse> {
     let clock = advance_clock(ab, cmd.stamped_ms)?;
     let response = if cmd.client_id == 0 {
-        execute(ab, index, &cmd.op)?
+        execute(ab, index, clock, &cmd.op)?
     } else {
         let wkey = watermark_key(cmd.client_id);
         let (low, _) = match ab.get(&wkey)? {
@@ -236,7 +220,7 @@ pub fn apply_command(
         } else if cmd.sequence < low {
             CommandResponse::Expired
         } else {
-            let resp = execute(ab, index, &cmd.op)?;
+            let resp = execute(ab, index, clock, &cmd.op)?;
             // Usually acknowledged (and deleted) a few entries later: a fresh record that never
             // needs to reach sled.
             ab.put_new(&dkey, encode(&resp)?);
@@ -305,20 +289,104 @@ fn expire_idle_clients(ab: &mut ApplyBatch<'_>, clock: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn execute(ab: &mut ApplyBatch<'_>, index: u64, op: &Op) -> io::Result<CommandResponse> {
-    if let Op::Retire { node_id } = op {
-        ab.put(&retired_key(*node_id), Vec::new());
-        return Ok(CommandResponse::None);
+/// The live record of `key` at cluster time `clock` (an expired one is absent).
+fn live(ab: &ApplyBatch<'_>, dk: &[u8], clock: u64) -> io::Result<Option<Record>> {
+    Ok(match ab.get(dk)? {
+        Some(b) => Some(record::decode(&b)?).filter(|r| r.live_at(clock)),
+        None => None,
+    })
+}
+
+/// Writes `key`'s record, indexing its deadline when it has one.
+fn write_record(
+    ab: &mut ApplyBatch<'_>,
+    key: &[u8],
+    dk: &[u8],
+    version: u64,
+    expiry: Option<Expiry>,
+    value: &[u8],
+) {
+    ab.put(dk, record::encode(version, expiry, value));
+    if let Some(e) = expiry {
+        ab.put(&expiry_key(e.deadline_ms, key), Vec::new());
     }
-    let dk = data_key(op.key());
+}
+
+/// The expiry a TTL-aware write gives the key, whose live record (if any) is `current`.
+fn expiry_for(ttl: TtlChange, current: Option<&Record>, clock: u64) -> Option<Expiry> {
+    match ttl {
+        TtlChange::Set(ttl_ms) => Some(Expiry {
+            deadline_ms: clock.saturating_add(ttl_ms),
+            ttl_ms,
+        }),
+        TtlChange::Keep => current.and_then(|r| r.expiry),
+    }
+}
+
+/// The stored features enabled on the shard.
+pub fn decode_features(bytes: Option<&[u8]>) -> io::Result<u64> {
+    decode_clock(bytes)
+}
+
+fn execute(
+    ab: &mut ApplyBatch<'_>,
+    index: u64,
+    clock: u64,
+    op: &Op,
+) -> io::Result<CommandResponse> {
+    match op {
+        Op::Retire { node_id } => {
+            ab.put(&retired_key(*node_id), Vec::new());
+            return Ok(CommandResponse::None);
+        }
+        Op::EnableFeatures { bits } => {
+            let have = decode_features(ab.get(KEY_FEATURES)?.as_deref())?;
+            ab.put(KEY_FEATURES, (have | bits).to_be_bytes().to_vec());
+            return Ok(CommandResponse::None);
+        }
+        Op::Expire { keys } => {
+            for (key, deadline) in keys {
+                ab.remove(&expiry_key(*deadline, key));
+                let dk = data_key(key);
+                if let Some(b) = ab.get(&dk)? {
+                    let r = record::decode(&b)?;
+                    if r.expiry.is_some_and(|e| e.deadline_ms == *deadline) && *deadline <= clock {
+                        ab.remove(&dk);
+                    }
+                }
+            }
+            return Ok(CommandResponse::None);
+        }
+        _ => {}
+    }
+    let key = op.key();
+    let dk = data_key(key);
     Ok(match op {
         Op::Put { value, .. } => {
-            ab.put(&dk, encode_versioned(index, value));
+            // No read: a deadline the key had is left in the index, and the expiry entry that
+            // meets it finds the record without one.
+            ab.put(&dk, record::encode(index, None, value));
             CommandResponse::Put { version: index }
         }
+        Op::PutTtl { value, ttl, .. } => {
+            let current = match ttl {
+                TtlChange::Keep => live(ab, &dk, clock)?,
+                TtlChange::Set(_) => None,
+            };
+            let expiry = expiry_for(*ttl, current.as_ref(), clock);
+            write_record(ab, key, &dk, index, expiry, value);
+            CommandResponse::WithTtl {
+                response: Box::new(CommandResponse::Put { version: index }),
+                ttl_ms: expiry.map(|e| e.ttl_ms),
+            }
+        }
         Op::Delete { .. } => {
-            let existed = ab.get(&dk)?.is_some();
-            if existed {
+            let stored = ab.get(&dk)?;
+            let existed = match &stored {
+                Some(b) => record::decode(b)?.live_at(clock),
+                None => false,
+            };
+            if stored.is_some() {
                 ab.remove(&dk);
             }
             CommandResponse::Delete { existed }
@@ -327,32 +395,118 @@ fn execute(ab: &mut ApplyBatch<'_>, index: u64, op: &Op) -> io::Result<CommandRe
             expected,
             new_value,
             ..
-        } => {
-            let current = ab.get(&dk)?.map(|b| decode_versioned(&b)).transpose()?;
-            let holds = match (expected, &current) {
-                (Expected::Value(v), Some(cur)) => cur.value == *v,
-                (Expected::Value(_), None) => false,
-                (Expected::Absent, cur) | (Expected::Version(0), cur) => cur.is_none(),
-                (Expected::Version(n), Some(cur)) => cur.version == *n,
-                (Expected::Version(_), None) => false,
-            };
-            let mut new_version = 0;
-            if holds {
-                match new_value {
-                    Some(v) => {
-                        ab.put(&dk, encode_versioned(index, v));
-                        new_version = index;
+        } => cas(
+            ab,
+            index,
+            clock,
+            key,
+            &dk,
+            expected,
+            new_value.as_ref(),
+            None,
+        )?,
+        Op::CasTtl {
+            expected,
+            new_value,
+            ttl,
+            ..
+        } => cas(
+            ab,
+            index,
+            clock,
+            key,
+            &dk,
+            expected,
+            new_value.as_ref(),
+            Some(*ttl),
+        )?,
+        Op::Touch { ttl_ms, .. } => match live(ab, &dk, clock)? {
+            None => CommandResponse::Touch {
+                found: false,
+                ttl_ms: None,
+            },
+            Some(r) => match ttl_ms.or(r.expiry.map(|e| e.ttl_ms)) {
+                None => CommandResponse::Touch {
+                    found: true,
+                    ttl_ms: None,
+                },
+                Some(ttl_ms) => {
+                    let expiry = expiry_for(TtlChange::Set(ttl_ms), None, clock);
+                    let v = &r.versioned;
+                    write_record(ab, key, &dk, v.version, expiry, &v.value);
+                    CommandResponse::Touch {
+                        found: true,
+                        ttl_ms: Some(ttl_ms),
                     }
-                    None => ab.remove(&dk),
+                }
+            },
+        },
+        Op::Persist { .. } => match live(ab, &dk, clock)? {
+            None => CommandResponse::Persist {
+                found: false,
+                had_ttl: false,
+            },
+            Some(r) => {
+                let had_ttl = r.expiry.is_some();
+                if had_ttl {
+                    let v = &r.versioned;
+                    ab.put(&dk, record::encode(v.version, None, &v.value));
+                }
+                CommandResponse::Persist {
+                    found: true,
+                    had_ttl,
                 }
             }
-            CommandResponse::Cas {
-                succeeded: holds,
-                current,
-                new_version,
+        },
+        Op::Retire { .. } | Op::Expire { .. } | Op::EnableFeatures { .. } => CommandResponse::None,
+    })
+}
+
+/// A compare-and-swap; `ttl` is `None` for [`Op::Cas`] (the written value has no TTL).
+#[allow(clippy::too_many_arguments)]
+fn cas(
+    ab: &mut ApplyBatch<'_>,
+    index: u64,
+    clock: u64,
+    key: &[u8],
+    dk: &[u8],
+    expected: &Expected,
+    new_value: Option<&Bytes>,
+    ttl: Option<TtlChange>,
+) -> io::Result<CommandResponse> {
+    let current = live(ab, dk, clock)?;
+    let seen = current.as_ref().map(|r| &r.versioned);
+    let holds = match (expected, seen) {
+        (Expected::Value(v), Some(cur)) => cur.value == *v,
+        (Expected::Value(_), None) => false,
+        (Expected::Absent, cur) | (Expected::Version(0), cur) => cur.is_none(),
+        (Expected::Version(n), Some(cur)) => cur.version == *n,
+        (Expected::Version(_), None) => false,
+    };
+    let mut new_version = 0;
+    let mut written_ttl_ms = None;
+    if holds {
+        match new_value {
+            Some(v) => {
+                let expiry = ttl.and_then(|t| expiry_for(t, current.as_ref(), clock));
+                write_record(ab, key, dk, index, expiry, v);
+                new_version = index;
+                written_ttl_ms = expiry.map(|e| e.ttl_ms);
             }
+            None => ab.remove(dk),
         }
-        Op::Retire { .. } => CommandResponse::None,
+    }
+    let response = CommandResponse::Cas {
+        succeeded: holds,
+        current: current.map(|r| r.versioned),
+        new_version,
+    };
+    Ok(match ttl {
+        None => response,
+        Some(_) => CommandResponse::WithTtl {
+            response: Box::new(response),
+            ttl_ms: written_ttl_ms,
+        },
     })
 }
 
@@ -407,12 +561,12 @@ mod tests {
             run(&t, 3, &cmd(7, 1, 1, put("k", "a")))?,
             CommandResponse::Put { version: 1 }
         );
-        let v = decode_versioned(
+        let v = record::decode(
             &t.get(data_key(b"k"))
                 .map_err(io::Error::other)?
                 .unwrap_or_default(),
         )?;
-        assert_eq!(v.value, Bytes::from_static(b"b"));
+        assert_eq!(v.versioned.value, Bytes::from_static(b"b"));
         Ok(())
     }
 
@@ -562,9 +716,27 @@ mod tests {
                     expected: Expected::Absent,
                     new_value: Some(Bytes::from(format!("c{i}"))),
                 },
+                // TTLs that run out within the run, touches, and expiry entries (fresh and
+                // stale): deadlines met inside a batch, across flushes and after restarts.
+                1 if i % 3 == 0 => Op::PutTtl {
+                    key: Bytes::from(key),
+                    value: Bytes::from(format!("t{i}")),
+                    ttl: TtlChange::Set(30 + i % 50),
+                },
+                6 if i % 2 == 0 => Op::Touch {
+                    key: Bytes::from(key),
+                    ttl_ms: (i % 4 == 0).then_some(40),
+                },
+                2 if i % 5 == 0 => Op::Expire {
+                    keys: (0..5u64)
+                        .map(|k| (Bytes::from(format!("k{k}")), 1_000 + i * 10 - k * 7))
+                        .collect(),
+                },
                 _ => put(&key, &format!("v{i}")),
             };
-            cmds.push(cmd(client, seq, seq.saturating_sub(3).max(1), op));
+            let mut c = cmd(client, seq, seq.saturating_sub(3).max(1), op);
+            c.stamped_ms = 1_000 + i * 10;
+            cmds.push(c);
             if i % 11 == 10 {
                 // The same client's previous write again: its record is not yet acknowledged.
                 let again = cmds[cmds.len() - 3].clone();
@@ -692,6 +864,192 @@ mod tests {
         t2.apply_batch(ab.into_layer().to_batch())
             .map_err(io::Error::other)?;
         assert_eq!(contents(&t1)?, contents(&t2)?);
+        Ok(())
+    }
+
+    fn at(stamp: u64, op: Op) -> Command {
+        Command {
+            client_id: 0,
+            sequence: 0,
+            acked_below: 0,
+            stamped_ms: stamp,
+            op,
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::from(s.to_owned())
+    }
+
+    fn stored(t: &sled::Tree, key: &str) -> io::Result<Option<Record>> {
+        t.get(data_key(key.as_bytes()))
+            .map_err(io::Error::other)?
+            .map(|v| record::decode(&v))
+            .transpose()
+    }
+
+    #[test]
+    fn a_key_with_a_ttl_is_absent_to_commands_once_its_deadline_passed() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        let put_ttl = Op::PutTtl {
+            key: b("s"),
+            value: b("v"),
+            ttl: TtlChange::Set(1_000),
+        };
+        let r = run(&t, 1, &at(10_000, put_ttl))?;
+        assert_eq!(
+            r,
+            CommandResponse::WithTtl {
+                response: Box::new(CommandResponse::Put { version: 1 }),
+                ttl_ms: Some(1_000)
+            }
+        );
+        let rec = stored(&t, "s")?.expect("record");
+        assert_eq!(
+            rec.expiry,
+            Some(Expiry {
+                deadline_ms: 11_000,
+                ttl_ms: 1_000
+            })
+        );
+        // Just before the deadline the key is there; at it, a CAS expecting absence holds
+        // although no expiry entry removed the record yet.
+        let absent = |stamp| {
+            at(
+                stamp,
+                Op::Cas {
+                    key: b("s"),
+                    expected: Expected::Absent,
+                    new_value: None,
+                },
+            )
+        };
+        assert!(matches!(
+            run(&t, 2, &absent(10_999))?,
+            CommandResponse::Cas {
+                succeeded: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            run(&t, 3, &absent(11_000))?,
+            CommandResponse::Cas {
+                succeeded: true,
+                ..
+            }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn touch_persist_keep_and_expire_follow_the_record_not_the_index() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        let put_ttl = |ttl| Op::PutTtl {
+            key: b("s"),
+            value: b("v"),
+            ttl,
+        };
+        run(&t, 1, &at(1_000, put_ttl(TtlChange::Set(500))))?;
+        // A touch at 1,200 restarts the TTL: deadline 1,700, version unchanged.
+        let touch = |ttl_ms| Op::Touch {
+            key: b("s"),
+            ttl_ms,
+        };
+        assert_eq!(
+            run(&t, 2, &at(1_200, touch(None)))?,
+            CommandResponse::Touch {
+                found: true,
+                ttl_ms: Some(500)
+            }
+        );
+        let rec = stored(&t, "s")?.expect("record");
+        assert_eq!(rec.versioned.version, 1);
+        assert_eq!(rec.expiry.map(|e| e.deadline_ms), Some(1_700));
+        // The expiry of the first deadline (1,500) finds the record moved on: only the stale
+        // index entry goes.
+        run(
+            &t,
+            3,
+            &at(
+                1_600,
+                Op::Expire {
+                    keys: vec![(b("s"), 1_500)],
+                },
+            ),
+        )?;
+        assert!(stored(&t, "s")?.is_some());
+        assert!(
+            t.get(expiry_key(1_500, b"s"))
+                .map_err(io::Error::other)?
+                .is_none()
+        );
+        // Keep keeps the deadline; a plain put clears it (the index entry stays, stale).
+        run(&t, 4, &at(1_650, put_ttl(TtlChange::Keep)))?;
+        assert_eq!(
+            stored(&t, "s")?
+                .and_then(|r| r.expiry)
+                .map(|e| e.deadline_ms),
+            Some(1_700)
+        );
+        run(&t, 5, &at(1_660, put("s", "plain")))?;
+        assert_eq!(stored(&t, "s")?.and_then(|r| r.expiry), None);
+        let expire_1700 = Op::Expire {
+            keys: vec![(b("s"), 1_700)],
+        };
+        run(&t, 6, &at(1_800, expire_1700.clone()))?;
+        assert_eq!(
+            stored(&t, "s")?.map(|r| r.versioned.value),
+            Some(b("plain"))
+        );
+        // Persist removes a TTL; an expiry entry of the old deadline removes nothing.
+        run(&t, 7, &at(1_900, put_ttl(TtlChange::Set(100))))?;
+        assert_eq!(
+            run(&t, 8, &at(1_950, Op::Persist { key: b("s") }))?,
+            CommandResponse::Persist {
+                found: true,
+                had_ttl: true
+            }
+        );
+        run(
+            &t,
+            9,
+            &at(
+                2_100,
+                Op::Expire {
+                    keys: vec![(b("s"), 2_000)],
+                },
+            ),
+        )?;
+        assert!(stored(&t, "s")?.is_some());
+        // A due key is removed, with its index entry; not before its deadline.
+        run(&t, 10, &at(3_000, put_ttl(TtlChange::Set(100))))?;
+        let expire_3100 = Op::Expire {
+            keys: vec![(b("s"), 3_100)],
+        };
+        // An entry stamped before the deadline (clock 3,050) removes nothing.
+        run(&t, 11, &at(3_050, expire_3100.clone()))?;
+        assert!(stored(&t, "s")?.is_some());
+        run(&t, 12, &at(3_100, expire_3100))?;
+        assert!(stored(&t, "s")?.is_none());
+        // Touch and persist of an absent (or expired) key find nothing and write nothing.
+        assert_eq!(
+            run(&t, 13, &at(3_200, touch(Some(1_000))))?,
+            CommandResponse::Touch {
+                found: false,
+                ttl_ms: None
+            }
+        );
+        assert!(stored(&t, "s")?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn enabled_features_accumulate() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        run(&t, 1, &at(1, Op::EnableFeatures { bits: 1 }))?;
+        run(&t, 2, &at(2, Op::EnableFeatures { bits: 4 }))?;
+        let got = decode_features(t.get(KEY_FEATURES).map_err(io::Error::other)?.as_deref())?;
+        assert_eq!(got, 5);
         Ok(())
     }
 }

@@ -44,6 +44,51 @@ pub enum Op {
     Retire {
         node_id: u64,
     },
+    // The kinds below need [`crate::features::TTL`] on every member (see [`Op::features`]);
+    // new kinds go at the end, so older entries keep their encoding.
+    /// A put that sets or keeps a time to live (a plain [`Op::Put`] clears it).
+    PutTtl {
+        key: Bytes,
+        value: Bytes,
+        ttl: TtlChange,
+    },
+    /// A compare-and-swap whose written value gets `ttl`.
+    CasTtl {
+        key: Bytes,
+        expected: Expected,
+        new_value: Option<Bytes>,
+        ttl: TtlChange,
+    },
+    /// Restarts a live key's TTL from now: `ttl_ms`, or the TTL it has. Version unchanged.
+    Touch {
+        key: Bytes,
+        ttl_ms: Option<u64>,
+    },
+    /// Removes a live key's TTL. Version unchanged.
+    Persist {
+        key: Bytes,
+    },
+    /// Removes each key whose record still has that deadline, once the deadline has passed in
+    /// cluster time, and the deadline's index entry in any case. Proposed by the leader only
+    /// (its expirer, or a read that saw a deadline pass before the applied clock did). Empty:
+    /// only advances the clock to this entry's stamp.
+    Expire {
+        keys: Vec<(Bytes, u64)>,
+    },
+    /// Opens the shard to the command kinds of these feature bits (see [`crate::features`]):
+    /// proposed once every member has said it can apply them.
+    EnableFeatures {
+        bits: u64,
+    },
+}
+
+/// What a TTL-aware write does to the key's TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TtlChange {
+    /// Expire this many ms of cluster time after the write applies.
+    Set(u64),
+    /// Keep the key's current TTL (none if it has none or is absent).
+    Keep,
 }
 
 /// What a compare-and-swap compares against.
@@ -80,14 +125,49 @@ pub enum CommandResponse {
     /// The sequence is below the client's acknowledged watermark: a stale duplicate that was
     /// already answered; nothing was applied now.
     Expired,
+    Touch {
+        found: bool,
+        /// The key's TTL after the touch (None: it has none).
+        ttl_ms: Option<u64>,
+    },
+    Persist {
+        found: bool,
+        had_ttl: bool,
+    },
+    /// The answer of a `PutTtl` or `CasTtl`: the plain answer, and the key's TTL after it
+    /// (None: it has none, or nothing was written).
+    WithTtl {
+        response: Box<CommandResponse>,
+        ttl_ms: Option<u64>,
+    },
 }
 
 impl Op {
     /// The user key the operation touches (empty for cluster records such as [`Op::Retire`]).
     pub fn key(&self) -> &[u8] {
         match self {
-            Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => key,
-            Op::Retire { .. } => &[],
+            Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::Cas { key, .. }
+            | Op::PutTtl { key, .. }
+            | Op::CasTtl { key, .. }
+            | Op::Touch { key, .. }
+            | Op::Persist { key } => key,
+            Op::Retire { .. } | Op::Expire { .. } | Op::EnableFeatures { .. } => &[],
+        }
+    }
+
+    /// The feature bits every member of the shard needs before this kind enters its log.
+    pub fn features(&self) -> u64 {
+        match self {
+            Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. } | Op::Retire { .. } => 0,
+            Op::PutTtl { .. }
+            | Op::CasTtl { .. }
+            | Op::Touch { .. }
+            | Op::Persist { .. }
+            | Op::Expire { .. } => crate::features::TTL,
+            // Proposed only after the check it records.
+            Op::EnableFeatures { .. } => 0,
         }
     }
 }
@@ -100,6 +180,12 @@ impl fmt::Display for Command {
             Op::Delete { .. } => "delete",
             Op::Cas { .. } => "cas",
             Op::Retire { .. } => "retire",
+            Op::PutTtl { .. } => "put-ttl",
+            Op::CasTtl { .. } => "cas-ttl",
+            Op::Touch { .. } => "touch",
+            Op::Persist { .. } => "persist",
+            Op::Expire { .. } => "expire",
+            Op::EnableFeatures { .. } => "enable-features",
         };
         write!(
             f,

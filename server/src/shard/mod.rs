@@ -8,7 +8,9 @@ pub mod clock;
 pub mod command;
 pub mod compaction;
 pub mod cut;
+pub mod expirer;
 pub mod log_store;
+pub mod record;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -52,7 +54,65 @@ impl LeaderContact {
     }
 }
 
+/// Why a command this node proposed on its own behalf (not a client's) did not apply. None
+/// of them says the command did not commit; the commands proposed this way are idempotent.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnProposalError {
+    #[error("this node does not lead shard {0}")]
+    NotLeader(u32),
+    #[error("shard {shard}: not committed within {timeout_ms} ms")]
+    TimedOut { shard: u32, timeout_ms: u128 },
+    #[error("shard {shard}: {reason}")]
+    Raft { shard: u32, reason: String },
+    #[error("shard {shard}: reading the applied clock: {source}")]
+    Clock {
+        shard: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl Shard {
+    /// Proposes `op` as this node (client id 0: not deduplicated; only for idempotent
+    /// commands such as expiry), stamped `stamped_ms`, and waits at most `timeout` for it to
+    /// apply.
+    pub async fn propose_own(
+        &self,
+        op: command::Op,
+        stamped_ms: u64,
+        timeout: Duration,
+    ) -> Result<command::CommandResponse, OwnProposalError> {
+        let cmd = command::Command {
+            client_id: 0,
+            sequence: 0,
+            acked_below: 0,
+            stamped_ms,
+            op,
+        };
+        match tokio::time::timeout(timeout, self.raft.client_write(cmd)).await {
+            Err(_) => Err(OwnProposalError::TimedOut {
+                shard: self.id,
+                timeout_ms: timeout.as_millis(),
+            }),
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            ))) => Err(OwnProposalError::NotLeader(self.id)),
+            Ok(Err(e)) => Err(OwnProposalError::Raft {
+                shard: self.id,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The cluster-time stamp, as [`Shard::stamp_ms`], with the error typed.
+    pub fn stamp_now(&self) -> Result<u64, OwnProposalError> {
+        self.stamp_ms().map_err(|source| OwnProposalError::Clock {
+            shard: self.id,
+            source,
+        })
+    }
+
     /// The cluster-time stamp for a command this node proposes now (see [`clock`]).
     pub fn stamp_ms(&self) -> std::io::Result<u64> {
         let term = self.raft.metrics().borrow_watched().current_term;

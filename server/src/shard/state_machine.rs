@@ -41,8 +41,9 @@ use crate::shard::apply::{
     self, ApplyBatch, KEY_APPLIED, KEY_MEMBERSHIP, META_PREFIX, apply_command,
 };
 use crate::shard::buffer::{Layer, WriteBuffer, overlay};
-use crate::shard::command::{CommandResponse, Versioned};
+use crate::shard::command::CommandResponse;
 use crate::shard::cut::Cut;
+use crate::shard::record::{self, Record};
 use crate::shard::snapshot::{self, SnapshotFile};
 use crate::storage::flush::FlushCoordinator;
 use crate::typ::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
@@ -204,29 +205,62 @@ impl StateMachine {
         Ok(tree.get(key).map_err(sled_err)?.map(|v| v.to_vec()))
     }
 
-    /// Reads a key from the local replica (no consistency check: callers decide that).
-    pub fn get(&self, key: &[u8]) -> io::Result<Option<Versioned>> {
+    /// Reads a key's record from the local replica (no consistency check, and no expiry
+    /// check: callers decide both, see [`Record::live_at`]).
+    pub fn get(&self, key: &[u8]) -> io::Result<Option<Record>> {
         match self.read(&apply::data_key(key))? {
-            Some(b) => Ok(Some(apply::decode_versioned(&b)?)),
+            Some(b) => Ok(Some(record::decode(&b)?)),
             None => Ok(None),
         }
     }
 
-    /// Up to `limit` keys starting with `prefix`, in key order, from the local replica.
-    pub fn scan(&self, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Versioned)>> {
-        let start = apply::data_key(prefix);
-        let end = prefix_end(&start);
-        let buffered = self.inner.buffer.range(&start, end.as_deref())?;
-        let buffered = buffered.range(&start, end.as_deref());
+    /// Up to `limit` raw records in `[start, end)` (`end` None: to the end), in key order,
+    /// through the buffer.
+    fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let buffered = self.inner.buffer.range(start, end)?;
+        let buffered = buffered.range(start, end);
         let (_, tree) = self.tree()?;
-        let stored = tree.scan_prefix(&start).map(|item| {
+        let stored = match end {
+            Some(end) => tree.range(start..end),
+            None => tree.range(start..),
+        }
+        .map(|item| {
             item.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(sled_err)
         });
-        overlay(buffered, stored, limit)?
+        overlay(buffered, stored, limit)
+    }
+
+    /// Up to `limit` records of keys starting with `prefix`, in key order, from the local
+    /// replica (expired ones included: callers decide, see [`Record::live_at`]).
+    pub fn scan(&self, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Record)>> {
+        let start = apply::data_key(prefix);
+        let end = prefix_end(&start);
+        self.range(&start, end.as_deref(), limit)?
             .into_iter()
-            .map(|(k, v)| Ok((k[1..].to_vec(), apply::decode_versioned(&v)?)))
+            .map(|(k, v)| Ok((k[1..].to_vec(), record::decode(&v)?)))
             .collect()
+    }
+
+    /// Up to `limit` expiry index entries with deadlines up to `clock_ms`, earliest first:
+    /// (user key, deadline). Some may be stale (see [`crate::shard::record`]).
+    pub fn due_expiries(&self, clock_ms: u64, limit: usize) -> io::Result<Vec<(Vec<u8>, u64)>> {
+        let start = [record::EXPIRY_PREFIX];
+        let end = record::expiry_bound(clock_ms);
+        self.range(&start, Some(&end), limit)?
+            .into_iter()
+            .map(|(k, _)| record::parse_expiry_key(&k).map(|(d, key)| (key.to_vec(), d)))
+            .collect()
+    }
+
+    /// The feature bits enabled on this shard as applied here (see [`crate::features`]).
+    pub fn features(&self) -> io::Result<u64> {
+        apply::decode_features(self.read(apply::KEY_FEATURES)?.as_deref())
     }
 
     /// Whether `node_id` was removed from the cluster (an [`Op::Retire`] record was applied).
