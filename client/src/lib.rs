@@ -23,6 +23,7 @@ mod outcome;
 mod retry;
 mod tls;
 mod ttl;
+mod txn;
 
 pub use admin::MemberChange;
 pub use client::{
@@ -32,3 +33,4 @@ pub use error::{Error, TlsFailure};
 pub use ringkv_proto::pb::{MemberChangeResponse, StatusResponse};
 pub use tls::TlsOptions;
 pub use ttl::{KeyTtl, Ttl};
+pub use txn::{Txn, TxnOpResult, TxnOutcome};

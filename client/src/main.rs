@@ -24,6 +24,17 @@ mod duration;
 mod etcd;
 mod member;
 mod status;
+mod txn_cli;
+
+const TXN_HELP: &str = "Run a single-shard transaction read as JSON from stdin.
+
+Input: {\"compare\":[...], \"success\":[...], \"failure\":[...]} where a compare is
+{\"key\":K,\"value\":V}, {\"key\":K,\"version\":N} or {\"key\":K,\"absent\":true}, and an op is
+{\"put\":{\"key\":K,\"value\":V,\"ttl\":\"30s\"}}, {\"del\":{\"key\":K}} or {\"get\":{\"key\":K}}.
+When every compare holds the success ops run, else the failure ops: atomically, in order, every
+write with the same version. All keys must share a shard (one hash tag: order:{42}:state,
+order:{42}:lines). Output: {\"succeeded\":bool,\"results\":[...],\"version\":N}. Exit 0 when the
+compares held, 1 when not, 2 for bad input (nothing written).";
 
 const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
 
@@ -136,6 +147,10 @@ enum Command {
         #[arg(long, conflicts_with = "delete")]
         keep_ttl: bool,
     },
+    /// Run a single-shard transaction read as JSON from stdin; print its answer as JSON
+    /// (exit 0 when the compares held, 1 when they did not). See `ringkv txn --help`.
+    #[command(long_about = TXN_HELP)]
+    Txn,
     /// Print `key<TAB>value` lines of keys starting with PREFIX, in key order.
     Scan {
         prefix: String,
@@ -401,6 +416,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Bench(args) => bench::run(&client, args).await,
+        Command::Txn => txn_cli::run(&client).await,
         Command::Member(cmd) => member::run(&client, cmd).await,
         Command::Backup(cmd) => backup::run(&client, cmd).await,
     }

@@ -18,6 +18,7 @@ use ringkv_proto::pb::{
     BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
     DeleteResponse, GetRequest, GetResponse, PersistRequest, PersistResponse, PutRequest,
     PutResponse, ScanRequest, ScanResponse, TouchRequest, TouchResponse, TtlRequest, TtlResponse,
+    TxnRequest, TxnResponse,
 };
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -92,6 +93,9 @@ impl Kv for FakeNode {
         Err(Status::unimplemented("fake"))
     }
     async fn ttl(&self, _: Request<TtlRequest>) -> Result<Response<TtlResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn txn(&self, _: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }

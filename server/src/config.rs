@@ -98,6 +98,9 @@ pub struct NodeArgs {
     pub value_bytes_max: usize,
     #[arg(long, default_value_t = 1_048_576)]
     pub request_bytes_max: usize,
+    /// Compares and ops of one transaction together (`ringkv txn`); more is INVALID_ARGUMENT.
+    #[arg(long, default_value_t = 128)]
+    pub txn_ops_max: usize,
     /// sled's cache of hot pages, in MiB; colder pages are read through the OS page cache.
     #[arg(long, default_value_t = 128)]
     pub cache_mb: u64,
@@ -404,6 +407,12 @@ impl NodeArgs {
                 format!("must be 1..={KEY_BYTES_CEILING}"),
             ));
         }
+        if self.txn_ops_max == 0 || self.txn_ops_max > crate::service::limits::TXN_OPS_CEILING {
+            return Err(bad(
+                "txn_ops_max",
+                format!("must be 1..={}", crate::service::limits::TXN_OPS_CEILING),
+            ));
+        }
         if self.value_bytes_max > VALUE_BYTES_CEILING {
             return Err(bad(
                 "value_bytes_max",
@@ -524,6 +533,7 @@ impl NodeArgs {
                 value_bytes_max: self.value_bytes_max,
                 request_bytes_max: self.request_bytes_max,
                 scan_limit_max: 10_000,
+                txn_ops_max: self.txn_ops_max,
             },
             cache_mb: self.cache_mb,
             disk_free_min_mb: self.disk_free_min_mb,

@@ -24,8 +24,11 @@ use crate::typ::NodeId;
 /// Per-key TTL: `PutTtl`, `CasTtl`, `Touch`, `Persist`, `Expire` commands and TTL records.
 pub const TTL: u64 = 1;
 
+/// Single-shard transactions: `Txn` commands.
+pub const TXN: u64 = 2;
+
 /// Every feature this build can apply.
-pub const ALL: u64 = TTL;
+pub const ALL: u64 = TTL | TXN;
 
 /// A peer's answer older than this does not vouch for it (it may have been replaced by an
 /// older binary since).
@@ -36,6 +39,9 @@ pub fn names(bits: u64) -> String {
     let mut out = Vec::new();
     if bits & TTL != 0 {
         out.push("ttl");
+    }
+    if bits & TXN != 0 {
+        out.push("txn");
     }
     if out.is_empty() {
         "none".to_string()

@@ -764,6 +764,34 @@ pub fn cli(endpoints: &[String], args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the `ringkv` CLI against `endpoints` with `stdin` as its input (e.g. `ringkv txn`);
+/// returns (exit code, stdout, stderr).
+pub fn cli_with_stdin(endpoints: &[String], args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary("ringkv"))
+        .arg("--endpoints")
+        .arg(endpoints.join(","))
+        .args(["--timeout-ms", "8000"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringkv");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("ringkv");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A plain HTTP/1.1 GET (no client library needed for the admin endpoint): (status, body).
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

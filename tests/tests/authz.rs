@@ -21,7 +21,8 @@ use ringkv_proto::pb::kv_client::KvClient;
 use ringkv_proto::pb::{
     BackupRequest, BatchItem, BatchRequest, CompareAndSwapRequest, DeleteRequest, GetRequest,
     MemberChangeRequest, PersistRequest, PutRequest, RequestHeader, ScanRequest, StatusRequest,
-    TouchRequest, TtlRequest, batch_item, batch_result, compare_and_swap_request,
+    TouchRequest, TtlRequest, TxnCompare, TxnOp, TxnPut, TxnRequest, batch_item, batch_result,
+    compare_and_swap_request, txn_compare, txn_op,
 };
 use ringkv_tests::{Cluster, binary, cli};
 use sha2::{Digest, Sha256};
@@ -92,13 +93,14 @@ enum Rpc {
     Touch,
     Persist,
     Ttl,
+    Txn,
     Status,
     MemberAdd,
     MemberRemove,
     Backup,
 }
 
-const RPCS: [Rpc; 14] = [
+const RPCS: [Rpc; 15] = [
     Rpc::Get,
     Rpc::Put,
     Rpc::Delete,
@@ -109,6 +111,7 @@ const RPCS: [Rpc; 14] = [
     Rpc::Touch,
     Rpc::Persist,
     Rpc::Ttl,
+    Rpc::Txn,
     Rpc::Status,
     Rpc::MemberAdd,
     Rpc::MemberRemove,
@@ -336,6 +339,27 @@ async fn call(addr: &str, who: Who, rpc: Rpc, key: &str, seq: u64) -> (Outcome, 
             ))
             .await
             .map(|r| format!("ttl found={}", r.get_ref().found)),
+        Rpc::Txn => kv
+            .txn(with_token(
+                TxnRequest {
+                    header: header(seq),
+                    compare: vec![TxnCompare {
+                        key: k.clone(),
+                        target: Some(txn_compare::Target::Version(0)),
+                    }],
+                    success: vec![TxnOp {
+                        op: Some(txn_op::Op::Put(TxnPut {
+                            key: k,
+                            value: Bytes::from_static(b"t"),
+                            ttl_ms: 0,
+                        })),
+                    }],
+                    failure: vec![],
+                },
+                t,
+            ))
+            .await
+            .map(|r| format!("txn succeeded={}", r.get_ref().succeeded)),
         Rpc::Delete => kv
             .delete(with_token(
                 DeleteRequest {

@@ -7,8 +7,8 @@
 //! - a touch with more than half of the TTL left writes nothing to the log;
 //! - a leader frozen mid-TTL (SIGSTOP) does not shorten it;
 //! - a wall clock an hour ahead on every node expires nothing early;
-//! - TTL commands are refused, naming the node, while a member advertises no TTL support, and
-//!   work once it does.
+//! - TTL commands (and transactions) are refused, naming the node, while a member advertises
+//!   no support for them, and work once it does.
 //!
 //! Times are measured on this machine's monotonic clock around the client calls; cluster time
 //! can only run slower than it (it stops while a shard has no leader), so "never absent before
@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use ringkv_client::{Client, ReadConsistency, Ttl};
-use ringkv_tests::{Cluster, cli};
+use ringkv_tests::{Cluster, cli, cli_with_stdin};
 
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -360,8 +360,13 @@ async fn ttl_commands_wait_until_every_member_supports_them() {
     assert_eq!(cli(&eps, &["put", "session:plain", "v"]).0, 0);
     let (code, _, err) = cli(&eps, &["touch", "session:plain", "--ttl", "1m"]);
     assert_eq!(code, 3, "{err}");
+    let txn = r#"{"success":[{"put":{"key":"order:{9}:state","value":"paid"}}]}"#;
+    let (code, _, err) = cli_with_stdin(&eps, &["txn"], txn);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("node 3") && err.contains("txn"), "{err}");
 
     cluster.stop(3);
+    // TTLs only (bit 0): TTL commands work then, transactions are still refused.
     cluster.set_env(3, "RINGKV_TEST_FEATURES", "1");
     cluster.restart(3);
     cluster
@@ -379,4 +384,6 @@ async fn ttl_commands_wait_until_every_member_supports_them() {
     }
     let (code, ms) = ttl_ms_of(&eps, "session:gated");
     assert!(code == 0 && ms > 0, "{ms}");
+    let (code, _, err) = cli_with_stdin(&eps, &["txn"], txn);
+    assert_eq!(code, 3, "{err}");
 }

@@ -28,7 +28,7 @@ use ringkv_proto::pb::{
     BatchRequest, BatchResponse, CompareAndSwapRequest, CompareAndSwapResponse, DeleteRequest,
     DeleteResponse, GetRequest, GetResponse, KeyValue, PersistRequest, PersistResponse, PutRequest,
     PutResponse, RequestHeader, ScanRequest, ScanResponse, TouchRequest, TouchResponse, TtlRequest,
-    TtlResponse, compare_and_swap_request,
+    TtlResponse, TxnRequest, TxnResponse, compare_and_swap_request,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -885,6 +885,17 @@ impl Kv for KvService {
             Err(e) => Err(e.into()),
         };
         self.metrics.observe_request("ttl", started, &r);
+        r
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = match auth::authorize(&request, crate::service::txn::actions(request.get_ref())) {
+            Ok(caller) => self.txn_inner(caller, request).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.observe_request("txn", started, &r);
         r
     }
 

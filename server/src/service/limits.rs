@@ -2,6 +2,8 @@
 
 use crate::service::error::KvError;
 
+/// The most ops a transaction may have whatever `--txn-ops-max` says (one log entry).
+pub const TXN_OPS_CEILING: usize = 1024;
 /// Hard ceilings for the configurable limits: sled writes items above ~128 KiB to blob files it
 /// never fsyncs, so values stay at or below 64 KiB whatever the flags say.
 pub const VALUE_BYTES_CEILING: usize = 64 * 1024;
@@ -14,6 +16,8 @@ pub struct Limits {
     pub value_bytes_max: usize,
     pub request_bytes_max: usize,
     pub scan_limit_max: usize,
+    /// Compares and ops of one transaction together.
+    pub txn_ops_max: usize,
 }
 
 impl Default for Limits {
@@ -23,6 +27,7 @@ impl Default for Limits {
             value_bytes_max: 65536,
             request_bytes_max: 1024 * 1024,
             scan_limit_max: 10_000,
+            txn_ops_max: 128,
         }
     }
 }

@@ -30,7 +30,9 @@ use bytes::Bytes;
 
 use crate::codec::{decode, encode};
 use crate::shard::buffer::{Layer, WriteBuffer};
-use crate::shard::command::{Command, CommandResponse, Expected, Op, TtlChange};
+use crate::shard::command::{
+    Command, CommandResponse, Expected, Op, TtlChange, Txn, TxnOp, TxnOpResult, Versioned,
+};
 use crate::shard::record::{self, Expiry, Record, expiry_key};
 
 pub const KEY_APPLIED: &[u8] = b"m:applied";
@@ -458,7 +460,74 @@ fn execute(
                 }
             }
         },
+        Op::Txn { txn, .. } => run_txn(ab, index, clock, txn)?,
         Op::Retire { .. } | Op::Expire { .. } | Op::EnableFeatures { .. } => CommandResponse::None,
+    })
+}
+
+/// Whether `current` (a live record's value and version, or absence) matches `expected`.
+fn holds_for(expected: &Expected, current: Option<&Versioned>) -> bool {
+    match (expected, current) {
+        (Expected::Value(v), Some(cur)) => cur.value == *v,
+        (Expected::Value(_), None) => false,
+        (Expected::Absent, cur) | (Expected::Version(0), cur) => cur.is_none(),
+        (Expected::Version(n), Some(cur)) => cur.version == *n,
+        (Expected::Version(_), None) => false,
+    }
+}
+
+/// A transaction: the compares against the live records at `clock`, then one branch's ops in
+/// order through the batch (so a get sees a put before it).
+fn run_txn(
+    ab: &mut ApplyBatch<'_>,
+    index: u64,
+    clock: u64,
+    txn: &Txn,
+) -> io::Result<CommandResponse> {
+    let mut succeeded = true;
+    for (key, expected) in &txn.compare {
+        let current = live(ab, &data_key(key), clock)?;
+        if !holds_for(expected, current.as_ref().map(|r| &r.versioned)) {
+            succeeded = false;
+            break;
+        }
+    }
+    let branch = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
+    let mut results = Vec::with_capacity(branch.len());
+    for op in branch {
+        let dk = data_key(op.key());
+        results.push(match op {
+            TxnOp::Put { key, value, ttl_ms } => {
+                let expiry = ttl_ms.map(|ms| Expiry {
+                    deadline_ms: clock.saturating_add(ms),
+                    ttl_ms: ms,
+                });
+                write_record(ab, key, &dk, index, expiry, value);
+                TxnOpResult::Put {
+                    version: index,
+                    ttl_ms: *ttl_ms,
+                }
+            }
+            TxnOp::Delete { .. } => {
+                let existed = live(ab, &dk, clock)?.is_some();
+                if ab.get(&dk)?.is_some() {
+                    ab.remove(&dk);
+                }
+                TxnOpResult::Delete { existed }
+            }
+            TxnOp::Get { .. } => TxnOpResult::Get {
+                current: live(ab, &dk, clock)?.map(|r| r.versioned),
+            },
+        });
+    }
+    Ok(CommandResponse::Txn {
+        succeeded,
+        results,
+        version: index,
     })
 }
 
@@ -475,14 +544,7 @@ fn cas(
     ttl: Option<TtlChange>,
 ) -> io::Result<CommandResponse> {
     let current = live(ab, dk, clock)?;
-    let seen = current.as_ref().map(|r| &r.versioned);
-    let holds = match (expected, seen) {
-        (Expected::Value(v), Some(cur)) => cur.value == *v,
-        (Expected::Value(_), None) => false,
-        (Expected::Absent, cur) | (Expected::Version(0), cur) => cur.is_none(),
-        (Expected::Version(n), Some(cur)) => cur.version == *n,
-        (Expected::Version(_), None) => false,
-    };
+    let holds = holds_for(expected, current.as_ref().map(|r| &r.versioned));
     let mut new_version = 0;
     let mut written_ttl_ms = None;
     if holds {
@@ -1050,6 +1112,108 @@ mod tests {
         run(&t, 2, &at(2, Op::EnableFeatures { bits: 4 }))?;
         let got = decode_features(t.get(KEY_FEATURES).map_err(io::Error::other)?.as_deref())?;
         assert_eq!(got, 5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_transaction_runs_one_branch_in_order_under_one_version() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        run(&t, 1, &at(1_000, put("order:{1}:state", "new")))?;
+        run(
+            &t,
+            2,
+            &at(
+                1_000,
+                Op::PutTtl {
+                    key: b("order:{1}:hold"),
+                    value: b("h"),
+                    ttl: TtlChange::Set(100),
+                },
+            ),
+        )?;
+        let pay = |stamp| {
+            at(
+                stamp,
+                Op::Txn {
+                    key: b("order:{1}:state"),
+                    txn: Box::new(Txn {
+                        compare: vec![
+                            (b("order:{1}:state"), Expected::Value(b("new"))),
+                            (b("order:{1}:hold"), Expected::Absent),
+                        ],
+                        success: vec![
+                            TxnOp::Put {
+                                key: b("order:{1}:state"),
+                                value: b("paid"),
+                                ttl_ms: None,
+                            },
+                            TxnOp::Get {
+                                key: b("order:{1}:state"),
+                            },
+                            TxnOp::Delete {
+                                key: b("order:{1}:lines"),
+                            },
+                            TxnOp::Put {
+                                key: b("order:{1}:stock"),
+                                value: b("reserved"),
+                                ttl_ms: Some(60_000),
+                            },
+                        ],
+                        failure: vec![TxnOp::Get {
+                            key: b("order:{1}:hold"),
+                        }],
+                    }),
+                },
+            )
+        };
+        // The hold is still live at 1,050: the compares fail, the failure branch reads it.
+        match run(&t, 3, &pay(1_050))? {
+            CommandResponse::Txn {
+                succeeded: false,
+                results,
+                version: 3,
+            } => assert!(matches!(
+                &results[..],
+                [TxnOpResult::Get { current: Some(_) }]
+            )),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            stored(&t, "order:{1}:state")?.map(|r| r.versioned.value),
+            Some(b("new"))
+        );
+        // At 1,100 the hold has expired (no expiry entry yet): the success branch runs, and
+        // its get sees its own put; every write gets version 4.
+        match run(&t, 4, &pay(1_100))? {
+            CommandResponse::Txn {
+                succeeded: true,
+                results,
+                version: 4,
+            } => assert_eq!(
+                results,
+                vec![
+                    TxnOpResult::Put {
+                        version: 4,
+                        ttl_ms: None
+                    },
+                    TxnOpResult::Get {
+                        current: Some(Versioned {
+                            value: b("paid"),
+                            version: 4
+                        })
+                    },
+                    TxnOpResult::Delete { existed: false },
+                    TxnOpResult::Put {
+                        version: 4,
+                        ttl_ms: Some(60_000)
+                    },
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let stock = stored(&t, "order:{1}:stock")?.expect("stock");
+        assert_eq!(stock.versioned.version, 4);
+        assert_eq!(stock.expiry.map(|e| e.deadline_ms), Some(61_100));
         Ok(())
     }
 }

@@ -80,6 +80,54 @@ pub enum Op {
     EnableFeatures {
         bits: u64,
     },
+    /// An atomic single-shard transaction (see [`Txn`]); `key` is one of its keys, for
+    /// routing. Needs [`crate::features::TXN`].
+    Txn {
+        key: Bytes,
+        txn: Box<Txn>,
+    },
+}
+
+/// A transaction: when every compare holds, `success` runs, else `failure`; in order, each op
+/// seeing the ones before it; every write gets the entry's index as its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compare: Vec<(Bytes, Expected)>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// One operation of a transaction branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    /// `ttl_ms` None: no TTL (any TTL the key had is cleared).
+    Put {
+        key: Bytes,
+        value: Bytes,
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        key: Bytes,
+    },
+    Get {
+        key: Bytes,
+    },
+}
+
+impl TxnOp {
+    pub fn key(&self) -> &Bytes {
+        match self {
+            TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => key,
+        }
+    }
+}
+
+/// What one transaction op answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOpResult {
+    Put { version: u64, ttl_ms: Option<u64> },
+    Delete { existed: bool },
+    Get { current: Option<Versioned> },
 }
 
 /// What a TTL-aware write does to the key's TTL.
@@ -140,6 +188,12 @@ pub enum CommandResponse {
         response: Box<CommandResponse>,
         ttl_ms: Option<u64>,
     },
+    Txn {
+        succeeded: bool,
+        results: Vec<TxnOpResult>,
+        /// The entry's log index: the version of every key the transaction wrote.
+        version: u64,
+    },
 }
 
 impl Op {
@@ -152,7 +206,8 @@ impl Op {
             | Op::PutTtl { key, .. }
             | Op::CasTtl { key, .. }
             | Op::Touch { key, .. }
-            | Op::Persist { key } => key,
+            | Op::Persist { key }
+            | Op::Txn { key, .. } => key,
             Op::Retire { .. } | Op::Expire { .. } | Op::EnableFeatures { .. } => &[],
         }
     }
@@ -166,6 +221,7 @@ impl Op {
             | Op::Touch { .. }
             | Op::Persist { .. }
             | Op::Expire { .. } => crate::features::TTL,
+            Op::Txn { .. } => crate::features::TXN,
             // Proposed only after the check it records.
             Op::EnableFeatures { .. } => 0,
         }
@@ -186,6 +242,7 @@ impl fmt::Display for Command {
             Op::Persist { .. } => "persist",
             Op::Expire { .. } => "expire",
             Op::EnableFeatures { .. } => "enable-features",
+            Op::Txn { .. } => "txn",
         };
         write!(
             f,
