@@ -35,7 +35,7 @@ use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
-use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency};
+use ringkv_client::{Client, ClientOptions, Error, Expect, ReadConsistency, Ttl, Txn};
 use serde::Serialize;
 
 use crate::etcd::Etcd;
@@ -54,6 +54,12 @@ pub enum BenchOp {
     Cas,
     /// Reads and writes; `--read-ratio` of them reads.
     Mixed,
+    /// Sessions (RingKV only): 45 % linearizable gets, 45 % puts with `--ttl-ms`, 10 %
+    /// touches (keys written first, with the TTL).
+    Session,
+    /// Transactions (RingKV only): each writes the four keys of one hash tag
+    /// (`bench:{N}:0..3`) in one transaction; throughput counts transactions.
+    Txn,
 }
 
 /// Which system to load.
@@ -120,6 +126,9 @@ pub struct BenchArgs {
     /// within it of its intended start counts as missed (see `goodput_ops_s`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub deadline_ms: Option<u64>,
+    /// `--op session`: the TTL of the sessions written, in ms.
+    #[arg(long, default_value_t = 1_800_000, value_parser = clap::value_parser!(u64).range(1..=31_622_400_000))]
+    pub ttl_ms: u64,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -225,6 +234,14 @@ enum Conn {
     Etcd(Etcd),
 }
 
+/// The operations only RingKV has.
+#[derive(Debug, Clone, Copy)]
+enum RingkvOnly {
+    PutTtl(Duration),
+    Touch,
+    Txn,
+}
+
 /// How one request ended.
 #[derive(Debug)]
 enum Outcome {
@@ -268,6 +285,27 @@ impl Conn {
                 .get(key, serializable)
                 .await
                 .map_err(|s| Outcome::Failed(format!("{:?}: {}", s.code(), s.message()))),
+        }
+    }
+
+    /// A put with a TTL, a touch, or a four-put transaction (RingKV only; checked before the
+    /// run starts).
+    async fn ringkv_only(&self, op: RingkvOnly, key: Bytes, value: Bytes) -> Outcome {
+        let Conn::Ringkv(c) = self else {
+            return Outcome::Failed("RingKV-only operation".into());
+        };
+        match op {
+            RingkvOnly::PutTtl(ttl) => {
+                ringkv_outcome(c.put_with_ttl(key, value, Ttl::Set(ttl)).await.map(|_| ()))
+            }
+            RingkvOnly::Touch => ringkv_outcome(c.touch(key, None).await.map(|_| ())),
+            RingkvOnly::Txn => {
+                let base = String::from_utf8_lossy(&key).into_owned();
+                let txn = (0..4).fold(Txn::new(), |t, i| {
+                    t.then_put(format!("{{{base}}}:{i}"), value.clone())
+                });
+                ringkv_outcome(c.txn(&txn).await.map(|_| ()))
+            }
         }
     }
 
@@ -511,7 +549,10 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
     }
     let value = Bytes::from(vec![b'v'; args.value_bytes as usize]);
     let conns = connections(client, args)?;
-    if args.op != BenchOp::Put && !args.skip_preload {
+    if matches!(args.op, BenchOp::Session | BenchOp::Txn) && args.target != BenchTarget::Ringkv {
+        return Err(format!("--op {:?} is RingKV-only", args.op).to_lowercase());
+    }
+    if !matches!(args.op, BenchOp::Put | BenchOp::Txn) && !args.skip_preload {
         preload(&conns, args, &value).await?;
     }
     let written = Arc::new(Bitset::new(if args.verify && args.op == BenchOp::Put {
@@ -536,6 +577,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         let (issued, value, written) = (issued.clone(), value.clone(), written.clone());
         let (op, requests, read_ratio, serializable) =
             (args.op, args.requests, args.read_ratio, args.serializable);
+        let ttl = Duration::from_millis(args.ttl_ms);
         let mut keygen = KeyGen::new(
             dist,
             args.keys,
@@ -578,6 +620,21 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                         }
                     }
                     BenchOp::Cas => conn.cas(key, value.clone()).await,
+                    BenchOp::Session => match mix.random_range(0..20u32) {
+                        0..9 => match conn.get(key, serializable).await {
+                            Ok(_) => Outcome::Ok,
+                            Err(e) => e,
+                        },
+                        9..18 => {
+                            conn.ringkv_only(RingkvOnly::PutTtl(ttl), key, value.clone())
+                                .await
+                        }
+                        _ => {
+                            conn.ringkv_only(RingkvOnly::Touch, key, value.clone())
+                                .await
+                        }
+                    },
+                    BenchOp::Txn => conn.ringkv_only(RingkvOnly::Txn, key, value.clone()).await,
                     BenchOp::Mixed => {
                         if mix.random_bool(read_ratio) {
                             match conn.get(key, serializable).await {
@@ -765,6 +822,8 @@ async fn preload(conns: &[Conn], args: &BenchArgs, value: &Bytes) -> Result<(), 
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.duration_secs);
     let mut tasks = Vec::new();
+    // Sessions are written with their TTL, so touches find one.
+    let ttl = (args.op == BenchOp::Session).then(|| Duration::from_millis(args.ttl_ms));
     for i in 0..args.clients.min(64) as usize {
         let (conn, next, value, keys) = (
             conns[i % conns.len()].clone(),
@@ -778,7 +837,14 @@ async fn preload(conns: &[Conn], args: &BenchArgs, value: &Bytes) -> Result<(), 
                 if n >= keys || Instant::now() > deadline {
                     return Ok::<(), String>(());
                 }
-                match conn.put(key_of(n), value.clone()).await {
+                let written = match ttl {
+                    Some(t) => {
+                        conn.ringkv_only(RingkvOnly::PutTtl(t), key_of(n), value.clone())
+                            .await
+                    }
+                    None => conn.put(key_of(n), value.clone()).await,
+                };
+                match written {
                     Outcome::Ok => {}
                     Outcome::Failed(e) | Outcome::Rejected(e) | Outcome::Unknown(e) => {
                         return Err(format!("preloading bench:{n}: {e}"));

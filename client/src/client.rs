@@ -265,6 +265,20 @@ impl Conn {
         }
     }
 
+    pub(crate) async fn txn(
+        &self,
+        req: ringkv_proto::pb::TxnRequest,
+    ) -> Result<Response<ringkv_proto::pb::TxnResponse>, Status> {
+        let (_busy, r) = self.batched(|| batch_item::Op::Txn(req.clone())).await;
+        match r {
+            Some(r) => reshape(r, |x| match x {
+                batch_result::Result::Txn(v) => Some(v),
+                _ => None,
+            }),
+            None => self.kv.clone().txn(self.request(req)).await,
+        }
+    }
+
     pub(crate) async fn put(&self, req: PutRequest) -> Result<Response<PutResponse>, Status> {
         let (_busy, r) = self.batched(|| batch_item::Op::Put(req.clone())).await;
         match r {

@@ -205,9 +205,7 @@ impl Client {
             .write(&key, |c, header| {
                 let mut req = txn.req.clone();
                 req.header = header;
-                let req = c.request(req);
-                let mut kv = c.kv;
-                async move { kv.txn(req).await }
+                async move { c.txn(req).await }
             })
             .await?;
         Ok(TxnOutcome {

@@ -2,8 +2,8 @@
 //! the register workload under SIGKILL and partitions (fixed seed), which must be valid, apply
 //! both kinds of fault, and write a complete report that headless Chromium renders from disk
 //! (the browser part is skipped, saying so, when Chromium is not installed; CI installs it).
-//! A second, shorter run does the same with `--tls` (TLS on every port). Needs root for
-//! network namespaces, as CI has.
+//! A second, shorter run does the same with `--tls` (TLS on every port), and a third runs the
+//! `bank` workload (transactions) under SIGKILL. Needs root for network namespaces, as CI has.
 
 use std::process::Command;
 
@@ -210,4 +210,42 @@ fn sigterm_mid_run_leaves_no_namespace_mount_or_node_behind() {
         }
     }
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// `--workload bank`: transfers between accounts by single-shard transactions under SIGKILL;
+/// every read adds up, and enough transfers commit for that to mean something.
+#[test]
+fn a_short_bank_run_conserves_money() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
+        .args([
+            "test",
+            "--workload",
+            "bank",
+            "--time-limit",
+            "15",
+            "--nemesis",
+            "kill",
+            "--seed",
+            "11",
+        ])
+        .args(["--fault-ms", "3000", "--heal-ms", "3000"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(ringkv_tests::binary("ringkv-server"))
+        .output()
+        .expect("run ringkv-jepsen test --workload bank");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(run.status.code(), Some(0), "the bank run must be valid");
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("results.json")).expect("results"),
+    )
+    .expect("json");
+    let bank = &results["checkers"]["bank"];
+    assert_eq!(bank["valid"], true, "{bank}");
+    assert!(bank["transfers_ok"].as_u64() >= Some(200), "{bank}");
+    assert!(bank["reads"].as_u64() >= Some(100), "{bank}");
+    assert!(results["faults_by_kind"]["kill"].as_u64() >= Some(1));
 }

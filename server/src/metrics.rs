@@ -40,6 +40,8 @@ pub struct Metrics {
     apply_batch_seconds: Histogram,
     buffer_flush_seconds: Histogram,
     snapshot_build_seconds: Histogram,
+    /// How long after its deadline (cluster time) each expired key's removal committed.
+    pub ttl_expiry_lateness_seconds: Histogram,
     flush_seconds: Histogram,
     waiters_per_flush: Histogram,
     pub batch_items: Histogram,
@@ -147,6 +149,13 @@ impl Metrics {
                 Histogram::with_opts(latency(
                     "ringkv_snapshot_build_duration_seconds",
                     "Time to dump a shard's state into a snapshot file (apply goes on meanwhile).",
+                ))?,
+            )?,
+            ttl_expiry_lateness_seconds: register(
+                &r,
+                Histogram::with_opts(latency(
+                    "ringkv_ttl_expiry_lateness_seconds",
+                    "Cluster time from a key's TTL deadline to the commit of the expiry entry that removed it (this node as leader). Reads show the key absent from the deadline on; this is when its space is reclaimed.",
                 ))?,
             )?,
             flush_seconds: register(

@@ -404,6 +404,7 @@ pub async fn run(
     let expirer = tokio::spawn(crate::shard::expirer::run(
         cfg.id,
         shards.clone(),
+        metrics.ttl_expiry_lateness_seconds.clone(),
         cancel.clone(),
     ));
     let leadership_log = tokio::spawn(crate::lifecycle::log_leadership(

@@ -12,6 +12,7 @@ use ringkv_client::{Client, ReadConsistency};
 use serde_json::json;
 
 use super::HarnessError;
+use super::bank;
 use super::checks;
 use super::db::{Db, DbOptions};
 use super::nemesis::{self, Applied};
@@ -296,6 +297,12 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     // The servers' ring, so each worker's keys are on its own shard.
     let ring = ringkv_proto::ring::Ring::new(status.shard_count, status.ring_vnodes);
     let keys_by_shard = workload::register_keys_by_shard(&ring, args.keys);
+    let bank_tags = bank::tags_by_shard(&ring);
+    if args.workload == WorkloadKind::Bank {
+        bank::open_accounts(&admin, &bank_tags, Instant::now() + Duration::from_secs(30))
+            .await
+            .map_err(HarnessError::Unhealthy)?;
+    }
 
     let start = Instant::now();
     let recorder = Arc::new(Recorder::new(start));
@@ -334,6 +341,9 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
                 tokio::spawn(workload::register_worker(ws, c, worker_seed, shard))
             }
             WorkloadKind::Set => tokio::spawn(workload::set_worker(ws, c, shard)),
+            WorkloadKind::Bank => {
+                tokio::spawn(bank::worker(ws, c, worker_seed, bank_tags[shard].clone()))
+            }
         });
     }
 
@@ -387,14 +397,15 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     note_exits(exited, recorder.now_ns());
     // A cluster that never recovers is a harness failure (exit 3), but what it answered
     // before is still checked: an anomaly already recorded makes the run invalid (exit 1).
-    let (set_read, final_error) = match final_reads(&args, &admin, &endpoints, &workers).await {
-        Ok(set_read) => (set_read, None),
-        Err(e @ HarnessError::Unhealthy(_)) => {
-            eprintln!("final phase failed, checking what was recorded: {e}");
-            (None, Some(e.to_string()))
-        }
-        Err(e) => return Err(e),
-    };
+    let (set_read, final_error) =
+        match final_reads(&args, &admin, &endpoints, &workers, &bank_tags).await {
+            Ok(set_read) => (set_read, None),
+            Err(e @ HarnessError::Unhealthy(_)) => {
+                eprintln!("final phase failed, checking what was recorded: {e}");
+                (None, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
     let end_ns = recorder.now_ns();
     let events = recorder.events();
     drop(db);
@@ -427,6 +438,27 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
                 "linearizability".into(),
                 serde_json::to_value(&verdict).unwrap_or_default(),
             );
+        }
+        WorkloadKind::Bank => {
+            let r = bank::check(&events, &bank_tags);
+            if !r.valid {
+                validity = if r.bad_reads.is_empty() {
+                    Validity::Unknown
+                } else {
+                    Validity::Invalid
+                };
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["reason"] = json!(format!(
+                "{} reads, {} transfers acknowledged, {} unknown; {} reads that do not add up, {} \
+                 shards without a final read",
+                r.reads,
+                r.transfers_ok,
+                r.transfers_unknown,
+                r.bad_reads.len(),
+                r.unread_shards.len()
+            ));
+            checkers.insert("bank".into(), v);
         }
         WorkloadKind::Set if set_read.is_none() => {
             validity = Validity::Unknown;
@@ -551,6 +583,7 @@ async fn final_reads(
     admin: &Client,
     endpoints: &[String],
     workers: &Workers,
+    bank_tags: &[String],
 ) -> Result<Option<Vec<u64>>, HarnessError> {
     wait_healthy(admin, endpoints, Duration::from_secs(60)).await?;
     let final_client = workload::client(endpoints.to_vec(), admin.options().tls.clone())
@@ -559,6 +592,12 @@ async fn final_reads(
     match args.workload {
         WorkloadKind::Register => {
             workload::register_final_reads(workers, &final_client, final_deadline)
+                .await
+                .map_err(HarnessError::Unhealthy)?;
+            Ok(None)
+        }
+        WorkloadKind::Bank => {
+            bank::final_reads(workers, &final_client, bank_tags, final_deadline)
                 .await
                 .map_err(HarnessError::Unhealthy)?;
             Ok(None)

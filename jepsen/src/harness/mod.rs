@@ -3,7 +3,8 @@
 //! It drives the real `ringkv-server` binary as a black box (this crate never links the
 //! server): [`net`] puts each node in its own network namespace so partitions really drop
 //! packets, [`db`] starts, kills, pauses and restarts the processes, [`workload`] runs client
-//! processes on the `ringkv-client` library and [`record`]s every operation, [`nemesis`]
+//! processes on the `ringkv-client` library ([`bank`]: transactions between accounts) and
+//! [`record`]s every operation, [`nemesis`]
 //! applies a seeded fault schedule, and at the end the history is checked ([`checks`] and the
 //! linearizability checker) and written up as a [`report`].
 //!
@@ -11,6 +12,7 @@
 //! the run creates (processes, namespaces, bridge) is removed when it ends, also on error or
 //! Ctrl-C; the same seed gives the same fault schedule.
 
+pub mod bank;
 pub mod checks;
 pub mod cli;
 pub mod db;

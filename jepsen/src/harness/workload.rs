@@ -8,6 +8,7 @@
 //!   checked for linearizability per key.
 //! - `set`: unique adds (`set:<bucket>:<element>`); after healing, a final read of every bucket
 //!   must contain every acknowledged add.
+//! - `bank`: single-shard transactions moving money between accounts (see `bank.rs`).
 //!
 //! Load is kept on every shard independently: each worker serves one shard (worker `w` the
 //! shard `w mod shards`) and only touches keys that the ring (`ringkv_proto::ring`, the same
@@ -36,6 +37,8 @@ use crate::history::{EventType, Function};
 pub enum WorkloadKind {
     Register,
     Set,
+    /// Transfers between accounts of one hash tag per shard (see `bank.rs`).
+    Bank,
 }
 
 /// Buckets of the set workload (each final read is one prefix scan).

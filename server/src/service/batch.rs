@@ -77,21 +77,27 @@ impl KvService {
                 Kv::compare_and_swap(self, item_request(caller, r, timeout)).await,
                 R::CompareAndSwap,
             ),
+            Some(Op::Txn(r)) => answer(
+                Kv::txn(self, item_request(caller, r, timeout)).await,
+                R::Txn,
+            ),
             None => failure(KvError::Invalid("a batch item without an operation".into()).into()),
         }
     }
 }
 
-/// The action a batch item asks for (`None`: an item without an operation, refused later as
+/// The actions a batch item asks for (none for an item without an operation, refused later as
 /// invalid).
-fn item_action(item: &BatchItem) -> Option<Action<'_>> {
+fn item_actions(item: &BatchItem) -> Vec<Action<'_>> {
     use batch_item::Op;
-    Some(match item.op.as_ref()? {
-        Op::Get(r) => Action::Get { key: &r.key },
-        Op::Put(r) => Action::Put { key: &r.key },
-        Op::Delete(r) => Action::Delete { key: &r.key },
-        Op::CompareAndSwap(r) => Action::Cas { key: &r.key },
-    })
+    match item.op.as_ref() {
+        None => Vec::new(),
+        Some(Op::Get(r)) => vec![Action::Get { key: &r.key }],
+        Some(Op::Put(r)) => vec![Action::Put { key: &r.key }],
+        Some(Op::Delete(r)) => vec![Action::Delete { key: &r.key }],
+        Some(Op::CompareAndSwap(r)) => vec![Action::Cas { key: &r.key }],
+        Some(Op::Txn(r)) => crate::service::txn::actions(r),
+    }
 }
 
 /// The batch's caller when every item is allowed; otherwise the refusal of the first item that
@@ -99,8 +105,9 @@ fn item_action(item: &BatchItem) -> Option<Action<'_>> {
 pub(crate) fn authorize_items(request: &Request<BatchRequest>) -> Result<Caller, KvError> {
     let caller = auth::authorize(request, [])?;
     for (i, item) in request.get_ref().items.iter().enumerate() {
-        if let Some(action) = item_action(item) {
-            auth::authorize(request, [action]).map_err(|e| match e {
+        let actions = item_actions(item);
+        if !actions.is_empty() {
+            auth::authorize(request, actions).map_err(|e| match e {
                 KvError::PermissionDenied(m) => {
                     KvError::PermissionDenied(format!("batch item {i}: {m}"))
                 }

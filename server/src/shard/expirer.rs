@@ -33,7 +33,14 @@ const BATCHES_PER_ROUND: usize = 4;
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until `cancel`.
-pub async fn run(self_id: NodeId, shards: Shards, cancel: CancellationToken) {
+/// Runs until `cancel`; `lateness` gets, per removed key, the cluster time from its deadline
+/// to the commit of its removal.
+pub async fn run(
+    self_id: NodeId,
+    shards: Shards,
+    lateness: prometheus::Histogram,
+    cancel: CancellationToken,
+) {
     let mut every = tokio::time::interval(EXPIRE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -46,7 +53,7 @@ pub async fn run(self_id: NodeId, shards: Shards, cancel: CancellationToken) {
                 continue;
             }
             for _ in 0..BATCHES_PER_ROUND {
-                match expire_due(shard).await {
+                match expire_due(shard, &lateness).await {
                     Ok(n) if n == EXPIRE_BATCH_KEYS => continue,
                     Ok(_) => {}
                     Err(OwnProposalError::NotLeader(_)) => {}
@@ -61,8 +68,12 @@ pub async fn run(self_id: NodeId, shards: Shards, cancel: CancellationToken) {
 }
 
 /// Proposes the removal of up to [`EXPIRE_BATCH_KEYS`] due keys of `shard`; the number of
-/// index entries it covered.
-pub async fn expire_due(shard: &Shard) -> Result<usize, OwnProposalError> {
+/// index entries it covered. Each covered deadline's lateness goes to `lateness` once the
+/// removal committed (stale index entries included: their keys were rewritten, not late).
+pub async fn expire_due(
+    shard: &Shard,
+    lateness: &prometheus::Histogram,
+) -> Result<usize, OwnProposalError> {
     let now_ms = shard.stamp_now()?;
     let due = shard
         .sm
@@ -75,9 +86,15 @@ pub async fn expire_due(shard: &Shard) -> Result<usize, OwnProposalError> {
         return Ok(0);
     }
     let n = due.len();
+    let deadlines: Vec<u64> = due.iter().map(|(_, d)| *d).collect();
     let keys = due.into_iter().map(|(k, d)| (k.into(), d)).collect();
     shard
         .propose_own(Op::Expire { keys }, now_ms, PROPOSE_TIMEOUT)
         .await?;
+    if let Ok(done_ms) = shard.stamp_now() {
+        for d in deadlines {
+            lateness.observe(done_ms.saturating_sub(d) as f64 / 1000.0);
+        }
+    }
     Ok(n)
 }
