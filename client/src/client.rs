@@ -615,6 +615,9 @@ impl Client {
         let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
         // Nodes this request has already been sent to (for spotting redirect loops).
         let mut tried: std::collections::HashSet<String> = std::collections::HashSet::new();
+        // Redirects followed, for the final error (its last attempt may have been cut short
+        // by the deadline, which alone would hide that the nodes kept pointing elsewhere).
+        let mut redirects = 0u32;
         let mut target = self
             .leader_of(shard)
             .filter(|l| !self.is_suspect(l))
@@ -729,6 +732,7 @@ impl Client {
                     last = format!("redirected to {addr}, which failed earlier");
                 }
                 Failure::Redirect(addr) => {
+                    redirects += 1;
                     last = format!("redirected to {addr}");
                     self.set_leader(shard, Some(addr.clone()));
                     // Back to a node already tried: the nodes disagree on the leader (a transfer
@@ -768,6 +772,9 @@ impl Client {
                 retry_after,
                 message: last,
             },
+            (None, None) if redirects > 0 && !last.contains("redirected") => {
+                Error::Unavailable(format!("{last} (after being redirected {redirects} times)"))
+            }
             (None, None) => Error::Unavailable(last),
         })
     }

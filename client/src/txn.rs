@@ -35,6 +35,9 @@ pub enum TxnOpResult {
     },
     /// The key as the op saw it (after the branch's earlier ops).
     Get(Option<Versioned>),
+    /// In the answer to a retry of a transaction whose gets returned more than 64 KiB in all:
+    /// the transaction's outcome is as reported, the value was not kept; read it again.
+    GetElided,
 }
 
 /// A transaction's answer.
@@ -180,6 +183,7 @@ fn result_of(r: ringkv_proto::pb::TxnResult) -> Result<TxnOpResult, Error> {
     Ok(match r.result {
         Some(txn_result::Result::Put(p)) => TxnOpResult::Put { version: p.version },
         Some(txn_result::Result::Del(d)) => TxnOpResult::Delete { existed: d.existed },
+        Some(txn_result::Result::GetElided(_)) => TxnOpResult::GetElided,
         Some(txn_result::Result::Get(g)) => TxnOpResult::Get(g.found.then_some(Versioned {
             value: g.value,
             version: g.version,

@@ -8,7 +8,8 @@
 //!
 //! Output: `{"succeeded":bool,"results":[…],"version":N}`, a result per op of the branch that
 //! ran: `{"put":{"version":N}}`, `{"del":{"existed":bool}}`, `{"get":{"found":bool,
-//! "value":V|null,"version":N}}`. Exit 0 when the compares held, 1 when they did not.
+//! "value":V|null,"version":N}}` (`{"get":{"elided":true}}` in the answer to a retry of a
+//! transaction whose gets returned over 64 KiB). Exit 0 when the compares held, 1 when not.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -132,6 +133,7 @@ pub fn render(o: &TxnOutcome) -> Value {
         .map(|r| match r {
             TxnOpResult::Put { version } => json!({ "put": { "version": version } }),
             TxnOpResult::Delete { existed } => json!({ "del": { "existed": existed } }),
+            TxnOpResult::GetElided => json!({ "get": { "elided": true } }),
             TxnOpResult::Get(None) => {
                 json!({ "get": { "found": false, "value": null, "version": 0 } })
             }

@@ -2,8 +2,10 @@
 //! the register workload under SIGKILL and partitions (fixed seed), which must be valid, apply
 //! both kinds of fault, and write a complete report that headless Chromium renders from disk
 //! (the browser part is skipped, saying so, when Chromium is not installed; CI installs it).
-//! A second, shorter run does the same with `--tls` (TLS on every port), and a third runs the
-//! `bank` workload (transactions) under SIGKILL. Needs root for network namespaces, as CI has.
+//! A second, shorter run does the same with `--tls` (TLS on every port); shorter ones run the
+//! `bank` workload (transactions) under SIGKILL, the `session` workload (TTLs) under SIGKILL
+//! and pauses, and the register workload under wall-clock jumps. Needs root for network
+//! namespaces, as CI has (and libfaketime for the clock run; CI installs it).
 
 use std::process::Command;
 
@@ -248,4 +250,63 @@ fn a_short_bank_run_conserves_money() {
     assert!(bank["transfers_ok"].as_u64() >= Some(200), "{bank}");
     assert!(bank["reads"].as_u64() >= Some(100), "{bank}");
     assert!(results["faults_by_kind"]["kill"].as_u64() >= Some(1));
+}
+
+/// Runs `ringkv-jepsen test` with `args` into a fresh directory; (exit code, results.json).
+fn short_run(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
+        .arg("test")
+        .args(args)
+        .args(["--fault-ms", "3000", "--heal-ms", "3000"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--server-bin")
+        .arg(ringkv_tests::binary("ringkv-server"))
+        .output()
+        .expect("run ringkv-jepsen test");
+    eprintln!("{}", String::from_utf8_lossy(&run.stderr));
+    let results = std::fs::read_to_string(out.path().join("results.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    (run.status.code(), results)
+}
+
+/// `--workload session`: keys with 1–4 s TTLs under SIGKILL and SIGSTOP; no read misses a key
+/// before its TTL could have passed.
+#[test]
+fn a_short_session_run_has_no_early_expiry() {
+    let (code, results) = short_run(&[
+        "--workload",
+        "session",
+        "--time-limit",
+        "15",
+        "--nemesis",
+        "kill,pause",
+        "--seed",
+        "13",
+    ]);
+    assert_eq!(code, Some(0), "the session run must be valid: {results}");
+    let s = &results["checkers"]["session"];
+    assert_eq!(s["early_count"], 0, "{s}");
+    assert!(s["sessions"].as_u64() >= Some(100), "{s}");
+    assert!(s["reads"].as_u64() >= Some(300), "{s}");
+}
+
+/// `--nemesis clock`: nodes' wall clocks jump an hour either way (libfaketime, monotonic time
+/// untouched) under the register workload; the history stays linearizable.
+#[test]
+fn a_short_clock_run_is_valid() {
+    if !std::path::Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1").exists() {
+        ringkv_tests::skip("libfaketime is not installed (apt-get install faketime)");
+        return;
+    }
+    let (code, results) = short_run(&["--time-limit", "15", "--nemesis", "clock", "--seed", "17"]);
+    assert_eq!(code, Some(0), "the clock run must be valid: {results}");
+    assert!(
+        results["faults_by_kind"]["clock"].as_u64() >= Some(2),
+        "{results}"
+    );
+    assert_eq!(results["checkers"]["linearizability"]["valid"], true);
 }

@@ -19,6 +19,7 @@ use super::nemesis::{self, Applied};
 use super::net::Net;
 use super::record::Recorder;
 use super::report;
+use super::session;
 use super::workload::{self, Workers, WorkloadKind};
 use crate::checker::{self, CheckOptions, Validity};
 
@@ -34,8 +35,8 @@ pub struct TestArgs {
     #[arg(long, value_enum, default_value_t = WorkloadKind::Register)]
     pub workload: WorkloadKind,
     /// Faults: none, all, or a comma list of kill, pause, partition, partition-one-way, power,
-    /// disk-full (the last two put each node's data directory on a fault filesystem: root and
-    /// /dev/fuse).
+    /// disk-full (these two put each node's data directory on a fault filesystem: root and
+    /// /dev/fuse), clock (a node's wall clock ±1 h; needs libfaketime).
     #[arg(long, default_value = "kill,pause,partition")]
     pub nemesis: String,
     /// Reads: linearizable (default) or serializable (each client pinned to one node).
@@ -275,7 +276,15 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             vec![]
         },
         tls: args.tls,
+        faketime: kinds.iter().any(|k| k.needs_faketime()),
     };
+    if options.faketime && !std::path::Path::new(super::db::FAKETIME_LIB).exists() {
+        return Err(HarnessError::Usage(format!(
+            "--nemesis {}: the clock nemesis needs libfaketime ({}; apt-get install faketime)",
+            args.nemesis,
+            super::db::FAKETIME_LIB
+        )));
+    }
     if options.faultfs {
         crate::faultfs::prerequisites()
             .map_err(|e| HarnessError::Usage(format!("--nemesis {}: {e}", args.nemesis)))?;
@@ -344,6 +353,7 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
             WorkloadKind::Bank => {
                 tokio::spawn(bank::worker(ws, c, worker_seed, bank_tags[shard].clone()))
             }
+            WorkloadKind::Session => tokio::spawn(session::worker(ws, c, worker_seed, shard)),
         });
     }
 
@@ -438,6 +448,29 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
                 "linearizability".into(),
                 serde_json::to_value(&verdict).unwrap_or_default(),
             );
+        }
+        WorkloadKind::Session => {
+            let r = session::check(&events, !applied.is_empty());
+            if !r.valid {
+                validity = Validity::Invalid;
+            }
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            v["reason"] = json!(format!(
+                "{} sessions, {} reads checked; {} early expiries, {} late reads (worst {} ms \
+                 past the TTL{}), {} wrong values",
+                r.sessions,
+                r.reads,
+                r.early_count,
+                r.late_count,
+                r.late_max_ms,
+                if r.late_counts {
+                    ""
+                } else {
+                    "; faults stop cluster time, so lateness is not held against the run"
+                },
+                r.wrong_values
+            ));
+            checkers.insert("session".into(), v);
         }
         WorkloadKind::Bank => {
             let r = bank::check(&events, &bank_tags);
@@ -596,6 +629,8 @@ async fn final_reads(
                 .map_err(HarnessError::Unhealthy)?;
             Ok(None)
         }
+        // Sessions have expired by now: nothing to read back.
+        WorkloadKind::Session => Ok(None),
         WorkloadKind::Bank => {
             bank::final_reads(workers, &final_client, bank_tags, final_deadline)
                 .await

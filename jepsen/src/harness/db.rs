@@ -41,7 +41,13 @@ pub struct DbOptions {
     pub env: Vec<(String, String)>,
     /// TLS on every port, with certificates `ringkv-server certs` writes into `<out>/certs`.
     pub tls: bool,
+    /// Start every node under libfaketime with its wall-clock offset in `<out>/clock/node-<id>`
+    /// (re-read within a second; monotonic time not faked), for the `clock` nemesis.
+    pub faketime: bool,
 }
+
+/// libfaketime, as Debian's `faketime` package installs it.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// Bytes a full disk still takes after [`Db::fill_disk`]: a few pages, so the node meets
 /// ENOSPC within its next writes rather than in the middle of its first one.
@@ -59,6 +65,8 @@ pub struct Db {
     peer_addrs: Vec<String>,
     namespaces: Vec<String>,
     env: Vec<(String, String)>,
+    /// With the clock nemesis: each node's offset file (`FAKETIME_TIMESTAMP_FILE`).
+    clock_files: Vec<PathBuf>,
     /// With TLS: the directory of the CA, the node and the admin client certificates.
     tls_dir: Option<PathBuf>,
     /// Node `id`'s fault filesystem at `disks[id - 1]` (empty without storage faults). Declared
@@ -103,11 +111,19 @@ impl Db {
             peer_addrs,
             namespaces: (1..=n).map(|id| net.ns(id)).collect(),
             env: options.env,
+            clock_files: Vec::new(),
             tls_dir: None,
             disks: Vec::new(),
         };
         if options.tls {
             db.tls_dir = Some(db.make_certs(net, n)?);
+        }
+        if options.faketime {
+            let dir = out.join("clock");
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| HarnessError::Db(format!("{}: {e}", dir.display())))?;
+            db.clock_files = (1..=n).map(|id| dir.join(format!("node-{id}"))).collect();
+            db.reset_clocks()?;
         }
         if options.faultfs {
             for id in 1..=n {
@@ -276,6 +292,7 @@ impl Db {
                 "info,openraft=warn,openraft::core::heartbeat=error",
             )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.faketime_env(id))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)
@@ -285,6 +302,37 @@ impl Db {
             child: Some(child),
             paused: false,
         };
+        Ok(())
+    }
+
+    /// The environment that puts node `id` under libfaketime (none without the clock nemesis).
+    fn faketime_env(&self, id: usize) -> Vec<(String, String)> {
+        let Some(file) = self.clock_files.get(id - 1) else {
+            return Vec::new();
+        };
+        vec![
+            ("LD_PRELOAD".into(), FAKETIME_LIB.into()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), file.display().to_string()),
+            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ]
+    }
+
+    /// Sets node `id`'s wall-clock offset (libfaketime syntax: `+1h`, `-1h`, `+0`); it takes
+    /// effect within a second, without a restart.
+    pub fn set_clock_offset(&self, id: usize, offset: &str) -> Result<(), HarnessError> {
+        let file = self.clock_files.get(id - 1).ok_or_else(|| {
+            HarnessError::Db("the nodes were not started under libfaketime".into())
+        })?;
+        std::fs::write(file, format!("{offset}\n"))
+            .map_err(|e| HarnessError::Db(format!("{}: {e}", file.display())))
+    }
+
+    /// Sets every node's clock right (no-op without the clock nemesis).
+    pub fn reset_clocks(&self) -> Result<(), HarnessError> {
+        for id in 1..=self.clock_files.len() {
+            self.set_clock_offset(id, "+0")?;
+        }
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! It drives the real `ringkv-server` binary as a black box (this crate never links the
 //! server): [`net`] puts each node in its own network namespace so partitions really drop
 //! packets, [`db`] starts, kills, pauses and restarts the processes, [`workload`] runs client
-//! processes on the `ringkv-client` library ([`bank`]: transactions between accounts) and
+//! processes on the `ringkv-client` library ([`bank`]: transactions between accounts; [`session`]: keys with TTLs) and
 //! [`record`]s every operation, [`nemesis`]
 //! applies a seeded fault schedule, and at the end the history is checked ([`checks`] and the
 //! linearizability checker) and written up as a [`report`].
@@ -20,6 +20,7 @@ pub mod nemesis;
 pub mod net;
 pub mod record;
 pub mod report;
+pub mod session;
 pub mod workload;
 
 /// Why a run could not complete (exit code 3).

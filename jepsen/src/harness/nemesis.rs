@@ -35,16 +35,20 @@ pub enum FaultKind {
     /// One node's (or every node's) disk is full: its capacity becomes about what it uses, so
     /// writes meet ENOSPC; capacity comes back at heal, and nodes that exited are restarted.
     DiskFull,
+    /// One node's wall clock jumps an hour ahead or back (libfaketime; its monotonic clock
+    /// is untouched, as on a real machine whose time is stepped); set right at heal.
+    Clock,
 }
 
 /// Every kind, in `--nemesis all`.
-pub const ALL: [FaultKind; 6] = [
+pub const ALL: [FaultKind; 7] = [
     FaultKind::Kill,
     FaultKind::Pause,
     FaultKind::Partition,
     FaultKind::PartitionOneWay,
     FaultKind::Power,
     FaultKind::DiskFull,
+    FaultKind::Clock,
 ];
 
 impl FaultKind {
@@ -56,7 +60,13 @@ impl FaultKind {
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::Power => "power",
             FaultKind::DiskFull => "disk-full",
+            FaultKind::Clock => "clock",
         }
+    }
+
+    /// Whether this kind needs the nodes started under libfaketime.
+    pub fn needs_faketime(self) -> bool {
+        self == FaultKind::Clock
     }
 
     /// Whether this kind needs the nodes' data directories on fault filesystems.
@@ -76,7 +86,7 @@ pub fn parse_kinds(spec: &str) -> Result<Vec<FaultKind>, String> {
                 Some(k) => out.push(*k),
                 None => {
                     return Err(format!(
-                        "unknown nemesis {other:?} (kill, pause, partition, partition-one-way, power, disk-full, all, none)"
+                        "unknown nemesis {other:?} (kill, pause, partition, partition-one-way, power, disk-full, clock, all, none)"
                     ));
                 }
             },
@@ -228,6 +238,15 @@ pub fn apply(
             }
             Ok((format!("disk full: {}", caps.join(", ")), nodes))
         }
+        FaultKind::Clock => {
+            let (node, why) = victim(rng);
+            let offset = if rng.random_bool(0.5) { "+1h" } else { "-1h" };
+            db.set_clock_offset(node, offset)?;
+            Ok((
+                format!("wall clock of node {node} ({why}) set {offset}"),
+                vec![node],
+            ))
+        }
         FaultKind::PartitionOneWay => {
             let (node, why) = victim(rng);
             for other in (1..=n).filter(|&x| x != node) {
@@ -241,11 +260,12 @@ pub fn apply(
     }
 }
 
-/// Heals everything: gives disks their space back, restarts killed nodes and nodes that
+/// Heals everything: gives disks their space back, sets clocks right, restarts killed nodes and nodes that
 /// exited on their own, resumes paused ones, removes every cut. Returns the nodes that had
 /// exited on their own, with how.
 pub fn heal_all(db: &mut Db, net: &mut Net) -> Result<Vec<(usize, String)>, HarnessError> {
     db.restore_disks();
+    db.reset_clocks()?;
     let exited = db.reap_exited();
     for id in 1..=db.len() {
         if db.is_paused(id) {

@@ -9,6 +9,7 @@
 //! - `set`: unique adds (`set:<bucket>:<element>`); after healing, a final read of every bucket
 //!   must contain every acknowledged add.
 //! - `bank`: single-shard transactions moving money between accounts (see `bank.rs`).
+//! - `session`: keys with TTLs; no read may miss one before its TTL (see `session.rs`).
 //!
 //! Load is kept on every shard independently: each worker serves one shard (worker `w` the
 //! shard `w mod shards`) and only touches keys that the ring (`ringkv_proto::ring`, the same
@@ -39,6 +40,8 @@ pub enum WorkloadKind {
     Set,
     /// Transfers between accounts of one hash tag per shard (see `bank.rs`).
     Bank,
+    /// Keys with TTLs, read while they live and after (see `session.rs`).
+    Session,
 }
 
 /// Buckets of the set workload (each final read is one prefix scan).

@@ -222,6 +222,7 @@ fn wire_result(r: TxnOpResult) -> TxnResult {
             ttl_ms: crate::service::ttl::wire_ttl(ttl_ms),
         }),
         TxnOpResult::Delete { existed } => txn_result::Result::Del(DeleteResponse { existed }),
+        TxnOpResult::GetElided => txn_result::Result::GetElided(true),
         TxnOpResult::Get { current } => txn_result::Result::Get(match current {
             Some(v) => GetResponse {
                 found: true,

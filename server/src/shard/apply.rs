@@ -225,7 +225,7 @@ pub fn apply_command(
             let resp = execute(ab, index, clock, &cmd.op)?;
             // Usually acknowledged (and deleted) a few entries later: a fresh record that never
             // needs to reach sled.
-            ab.put_new(&dkey, encode(&resp)?);
+            ab.put_new(&dkey, encode(&kept_for_retries(&resp))?);
             let acked = cmd.acked_below.min(cmd.sequence);
             let mut new_low = low;
             if acked > low {
@@ -245,6 +245,46 @@ pub fn apply_command(
         expire_idle_clients(ab, clock)?;
     }
     Ok(response)
+}
+
+/// Bytes of get values a transaction's deduplication record keeps at most; beyond, its gets'
+/// values are left out of the record (a retry's answer says so), so the record stays well
+/// below the size at which sled moves a value to a blob file it never fsyncs.
+pub const TXN_KEPT_GET_BYTES_MAX: usize = 64 * 1024;
+
+/// The form of `resp` the deduplication record keeps: `resp` itself, except a transaction
+/// whose gets return more than [`TXN_KEPT_GET_BYTES_MAX`], whose gets are kept as
+/// [`TxnOpResult::GetElided`]. Deterministic: it depends on the response only.
+fn kept_for_retries(resp: &CommandResponse) -> std::borrow::Cow<'_, CommandResponse> {
+    let CommandResponse::Txn {
+        succeeded,
+        results,
+        version,
+    } = resp
+    else {
+        return std::borrow::Cow::Borrowed(resp);
+    };
+    let get_bytes: usize = results
+        .iter()
+        .map(|r| match r {
+            TxnOpResult::Get { current: Some(v) } => v.value.len(),
+            _ => 0,
+        })
+        .sum();
+    if get_bytes <= TXN_KEPT_GET_BYTES_MAX {
+        return std::borrow::Cow::Borrowed(resp);
+    }
+    std::borrow::Cow::Owned(CommandResponse::Txn {
+        succeeded: *succeeded,
+        results: results
+            .iter()
+            .map(|r| match r {
+                TxnOpResult::Get { .. } => TxnOpResult::GetElided,
+                other => other.clone(),
+            })
+            .collect(),
+        version: *version,
+    })
 }
 
 /// Decodes a clock record.
@@ -1214,6 +1254,69 @@ mod tests {
         let stock = stored(&t, "order:{1}:stock")?.expect("stock");
         assert_eq!(stock.versioned.version, 4);
         assert_eq!(stock.expiry.map(|e| e.deadline_ms), Some(61_100));
+        Ok(())
+    }
+
+    #[test]
+    fn a_retried_transaction_keeps_its_outcome_but_not_large_read_values() -> io::Result<()> {
+        let (_d, t) = tree()?;
+        let big = Bytes::from(vec![b'x'; 40 * 1024]);
+        for (i, k) in ["big:{1}:a", "big:{1}:b", "small:{1}:a"].iter().enumerate() {
+            let value = if k.starts_with("big") {
+                big.clone()
+            } else {
+                b("s")
+            };
+            run(
+                &t,
+                i as u64 + 1,
+                &cmd(0, 0, 0, Op::Put { key: b(k), value }),
+            )?;
+        }
+        let txn = |keys: &[&str]| Op::Txn {
+            key: b(keys[0]),
+            txn: Box::new(Txn {
+                compare: vec![],
+                success: keys
+                    .iter()
+                    .map(|k| TxnOp::Get { key: b(k) })
+                    .chain([TxnOp::Put {
+                        key: b("w:{1}"),
+                        value: b("1"),
+                        ttl_ms: None,
+                    }])
+                    .collect(),
+                failure: vec![],
+            }),
+        };
+        // 80 KiB of reads: the first answer has them, a retry gets the outcome without them.
+        let first = run(&t, 10, &cmd(5, 1, 1, txn(&["big:{1}:a", "big:{1}:b"])))?;
+        let retry = run(&t, 11, &cmd(5, 1, 1, txn(&["big:{1}:a", "big:{1}:b"])))?;
+        match (&first, &retry) {
+            (
+                CommandResponse::Txn { results: a, .. },
+                CommandResponse::Txn {
+                    results: r,
+                    version: 10,
+                    succeeded: true,
+                },
+            ) => {
+                assert!(matches!(a[0], TxnOpResult::Get { current: Some(_) }));
+                assert_eq!(r[0], TxnOpResult::GetElided);
+                assert_eq!(r[1], TxnOpResult::GetElided);
+                assert_eq!(
+                    r[2],
+                    TxnOpResult::Put {
+                        version: 10,
+                        ttl_ms: None
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Small reads are kept whole.
+        let first = run(&t, 12, &cmd(5, 2, 2, txn(&["small:{1}:a"])))?;
+        assert_eq!(run(&t, 13, &cmd(5, 2, 2, txn(&["small:{1}:a"])))?, first);
         Ok(())
     }
 }

@@ -125,9 +125,20 @@ impl TxnOp {
 /// What one transaction op answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOpResult {
-    Put { version: u64, ttl_ms: Option<u64> },
-    Delete { existed: bool },
-    Get { current: Option<Versioned> },
+    Put {
+        version: u64,
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        existed: bool,
+    },
+    Get {
+        current: Option<Versioned>,
+    },
+    /// A get answered to a retry of a transaction whose gets returned more than the
+    /// deduplication record keeps (`apply::TXN_KEPT_GET_BYTES_MAX`): the writes' outcome is
+    /// as recorded, the values are not; read them again.
+    GetElided,
 }
 
 /// What a TTL-aware write does to the key's TTL.
