@@ -101,65 +101,59 @@ impl Txn {
         self.compare(key.into(), txn_compare::Target::Absent(true))
     }
 
-    /// When the compares hold: write `key` (clearing any TTL it had).
-    pub fn then_put(mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        self.req
-            .success
-            .push(put_op(key.into(), value.into(), None));
+    /// Adds `op` to the success branch (`then`) or the failure branch.
+    fn push(mut self, then: bool, op: TxnOp) -> Self {
+        if then {
+            self.req.success.push(op);
+        } else {
+            self.req.failure.push(op);
+        }
         self
+    }
+
+    /// When the compares hold: write `key` (clearing any TTL it had).
+    pub fn then_put(self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.push(true, put_op(key.into(), value.into(), None))
     }
 
     /// When the compares hold: write `key` with a TTL.
     pub fn then_put_ttl(
-        mut self,
+        self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Self {
-        self.req
-            .success
-            .push(put_op(key.into(), value.into(), Some(ttl)));
-        self
+        self.push(true, put_op(key.into(), value.into(), Some(ttl)))
     }
 
-    pub fn then_del(mut self, key: impl Into<Bytes>) -> Self {
-        self.req.success.push(del_op(key.into()));
-        self
+    pub fn then_del(self, key: impl Into<Bytes>) -> Self {
+        self.push(true, del_op(key.into()))
     }
 
-    pub fn then_get(mut self, key: impl Into<Bytes>) -> Self {
-        self.req.success.push(get_op(key.into()));
-        self
+    pub fn then_get(self, key: impl Into<Bytes>) -> Self {
+        self.push(true, get_op(key.into()))
     }
 
     /// When a compare fails: write `key`.
-    pub fn else_put(mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
-        self.req
-            .failure
-            .push(put_op(key.into(), value.into(), None));
-        self
+    pub fn else_put(self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.push(false, put_op(key.into(), value.into(), None))
     }
 
     pub fn else_put_ttl(
-        mut self,
+        self,
         key: impl Into<Bytes>,
         value: impl Into<Bytes>,
         ttl: Duration,
     ) -> Self {
-        self.req
-            .failure
-            .push(put_op(key.into(), value.into(), Some(ttl)));
-        self
+        self.push(false, put_op(key.into(), value.into(), Some(ttl)))
     }
 
-    pub fn else_del(mut self, key: impl Into<Bytes>) -> Self {
-        self.req.failure.push(del_op(key.into()));
-        self
+    pub fn else_del(self, key: impl Into<Bytes>) -> Self {
+        self.push(false, del_op(key.into()))
     }
 
-    pub fn else_get(mut self, key: impl Into<Bytes>) -> Self {
-        self.req.failure.push(get_op(key.into()));
-        self
+    pub fn else_get(self, key: impl Into<Bytes>) -> Self {
+        self.push(false, get_op(key.into()))
     }
 
     /// The key the transaction is routed by: its first.

@@ -218,33 +218,17 @@ fn sigterm_mid_run_leaves_no_namespace_mount_or_node_behind() {
 /// every read adds up, and enough transfers commit for that to mean something.
 #[test]
 fn a_short_bank_run_conserves_money() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let run = Command::new(env!("CARGO_BIN_EXE_ringkv-jepsen"))
-        .args([
-            "test",
-            "--workload",
-            "bank",
-            "--time-limit",
-            "15",
-            "--nemesis",
-            "kill",
-            "--seed",
-            "11",
-        ])
-        .args(["--fault-ms", "3000", "--heal-ms", "3000"])
-        .arg("--out")
-        .arg(out.path())
-        .arg("--server-bin")
-        .arg(ringkv_tests::binary("ringkv-server"))
-        .output()
-        .expect("run ringkv-jepsen test --workload bank");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    eprintln!("{stderr}");
-    assert_eq!(run.status.code(), Some(0), "the bank run must be valid");
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("results.json")).expect("results"),
-    )
-    .expect("json");
+    let (code, results) = short_run(&[
+        "--workload",
+        "bank",
+        "--time-limit",
+        "15",
+        "--nemesis",
+        "kill",
+        "--seed",
+        "11",
+    ]);
+    assert_eq!(code, Some(0), "the bank run must be valid: {results}");
     let bank = &results["checkers"]["bank"];
     assert_eq!(bank["valid"], true, "{bank}");
     assert!(bank["transfers_ok"].as_u64() >= Some(200), "{bank}");

@@ -746,157 +746,133 @@ impl KvService {
     }
 }
 
+impl KvService {
+    /// One RPC as every `Kv` handler runs it: counted in flight and in the request metrics
+    /// under `op`, authorized for `actions` (which borrow from the request), then `inner`.
+    async fn serve<'s, Req, Resp, Fut>(
+        &'s self,
+        op: &'static str,
+        request: Request<Req>,
+        actions: impl for<'r> FnOnce(&'r Req) -> Vec<Action<'r>>,
+        inner: impl FnOnce(&'s Self, Caller, Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let _inflight = Inflight::new(&self.metrics);
+        let started = Instant::now();
+        let r = match auth::authorize(&request, actions(request.get_ref())) {
+            Ok(caller) => inner(self, caller, request).await,
+            Err(e) => Err(e.into()),
+        };
+        self.metrics.observe_request(op, started, &r);
+        r
+    }
+}
+
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Get {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.get_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("get", started, &r);
-        r
+        self.serve(
+            "get",
+            request,
+            |r: &GetRequest| vec![Action::Get { key: &r.key }],
+            Self::get_inner,
+        )
+        .await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Put {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.put_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("put", started, &r);
-        r
+        self.serve(
+            "put",
+            request,
+            |r: &PutRequest| vec![Action::Put { key: &r.key }],
+            Self::put_inner,
+        )
+        .await
     }
 
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Delete {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.delete_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("delete", started, &r);
-        r
+        self.serve(
+            "delete",
+            request,
+            |r: &DeleteRequest| vec![Action::Delete { key: &r.key }],
+            Self::delete_inner,
+        )
+        .await
     }
 
     async fn compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Cas {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.compare_and_swap_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("cas", started, &r);
-        r
+        self.serve(
+            "cas",
+            request,
+            |r: &CompareAndSwapRequest| vec![Action::Cas { key: &r.key }],
+            Self::compare_and_swap_inner,
+        )
+        .await
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Scan {
-                prefix: &request.get_ref().prefix,
-            }],
-        ) {
-            Ok(caller) => self.scan_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("scan", started, &r);
-        r
+        self.serve(
+            "scan",
+            request,
+            |r: &ScanRequest| vec![Action::Scan { prefix: &r.prefix }],
+            Self::scan_inner,
+        )
+        .await
     }
 
+    /// A touch rewrites the key's TTL: a write.
     async fn touch(
         &self,
         request: Request<TouchRequest>,
     ) -> Result<Response<TouchResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Put {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.touch_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("touch", started, &r);
-        r
+        self.serve(
+            "touch",
+            request,
+            |r: &TouchRequest| vec![Action::Put { key: &r.key }],
+            Self::touch_inner,
+        )
+        .await
     }
 
     async fn persist(
         &self,
         request: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Put {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.persist_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("persist", started, &r);
-        r
+        self.serve(
+            "persist",
+            request,
+            |r: &PersistRequest| vec![Action::Put { key: &r.key }],
+            Self::persist_inner,
+        )
+        .await
     }
 
     async fn ttl(&self, request: Request<TtlRequest>) -> Result<Response<TtlResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(
-            &request,
-            [Action::Get {
-                key: &request.get_ref().key,
-            }],
-        ) {
-            Ok(caller) => self.ttl_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("ttl", started, &r);
-        r
+        self.serve(
+            "ttl",
+            request,
+            |r: &TtlRequest| vec![Action::Get { key: &r.key }],
+            Self::ttl_inner,
+        )
+        .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let _inflight = Inflight::new(&self.metrics);
-        let started = Instant::now();
-        let r = match auth::authorize(&request, crate::service::txn::actions(request.get_ref())) {
-            Ok(caller) => self.txn_inner(caller, request).await,
-            Err(e) => Err(e.into()),
-        };
-        self.metrics.observe_request("txn", started, &r);
-        r
+        self.serve(
+            "txn",
+            request,
+            crate::service::txn::actions,
+            Self::txn_inner,
+        )
+        .await
     }
 
     /// Each item is counted as its own request (see [`crate::service::batch`]); the batch is
