@@ -69,19 +69,37 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback port (the OS picks it; the listener is closed before the node binds it).
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768–60999), which the kernel
+/// draws the local ports of outgoing connections from, and clear of the old-data fixtures'
+/// fixed ports (27101–27113).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..27_000;
+
+/// A free loopback port, outside the ephemeral range: a port the OS picked (`bind :0`) could
+/// be taken by one of the cluster's own outgoing connections between the check and the node's
+/// bind (seen: a node's admin port taken while its peers dialled it at start-up). Random
+/// candidates of [`TEST_PORTS`] are tried until one binds; the listener is closed before the
+/// node binds it.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for attempt in 0u64..10_000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = TEST_PORTS.start + (h.finish() % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// Keeps a node's port while the node is down: a socket bound to it but not listening.
 ///
-/// Ports picked by [`free_port`] come from the range the kernel also hands out as the local
-/// port of outgoing connections; a restarted node whose port an outgoing connection took in
-/// the meantime could not listen (seen: "Address already in use" on restart). The kernel never
-/// picks a port explicitly bound by a socket, and as nothing listens, connections to the port
-/// are still refused, exactly as for a dead node. Dropped just before the node starts.
+/// A restarted node whose port was taken in the meantime could not listen (seen: "Address
+/// already in use" on restart, when [`free_port`] still drew from the ephemeral range that
+/// outgoing connections use; another test's [`free_port`] can still pick it). Nobody else can
+/// bind a port a socket holds, and as nothing listens, connections to the port are still
+/// refused, exactly as for a dead node. Dropped just before the node starts.
 pub struct PortHold {
     /// Kept only to be dropped (closed) when the node starts.
     _sockets: Vec<socket2::Socket>,
