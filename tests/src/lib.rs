@@ -72,7 +72,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// Where [`free_port`] looks: below Linux's ephemeral range (32768–60999), which the kernel
 /// draws the local ports of outgoing connections from, and clear of the old-data fixtures'
 /// fixed ports (27101–27113).
-const TEST_PORTS: std::ops::Range<u16> = 20_000..27_000;
+pub const TEST_PORTS: std::ops::Range<u16> = 20_000..27_000;
 
 /// A free loopback port, outside the ephemeral range: a port the OS picked (`bind :0`) could
 /// be taken by one of the cluster's own outgoing connections between the check and the node's
