@@ -17,6 +17,9 @@
 //!   completes its waiters with `Err`, trips the node's [`StorageHealth`], and from then on
 //!   nothing is written (not even what was already queued) and every waiter fails; a sync is
 //!   never retried. Replay at the next start decides what is durable.
+//! - What replay read is durable before the log is used: the newest segment is synced first,
+//!   since a crash between a batch's write and its `fdatasync` leaves the batch whole in the
+//!   page cache, where replay reads it back.
 //! - Only the tail of the newest segment can be torn or unused (a full segment is cut to its
 //!   last record and synced before the next one is created, and a segment is never written
 //!   again once the next exists); damage in any other segment refuses the start.
@@ -25,8 +28,10 @@
 //!   So at the first bad record of the newest segment, an intact record of a later batch
 //!   after it proves the bad one was synced (damage: the start is refused, naming file, offset
 //!   and the recovery); with none, the bad one's batch was never acknowledged and is cut (a
-//!   torn tail, logged with the bytes dropped). Damage to the newest segment's last batch
-//!   alone looks like a torn write and is cut.
+//!   torn tail, logged with the bytes dropped). So that the newest segment's last batch is
+//!   followed by one too, the writer adds a mark (a record that changes nothing) once the log
+//!   has been idle for a second, when it closes, and after a new segment's head: only damage
+//!   to a batch written within a second of a crash is cut like a torn write.
 //! - Segments are written only in the current format; version-1 segments replay as before;
 //!   any other version refuses the start, naming the file and the versions read.
 //! - A new segment starts with each shard's vote, committed and purged ids, so a segment is
@@ -141,6 +146,18 @@ fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
     dir.join(format!("{sequence:020}.wal"))
 }
 
+/// Makes the newest replayed segment durable before the log is used. Replay reads through the
+/// page cache, so after a crash between a batch's write and its `fdatasync` the batch reads
+/// back whole although it is not on the disk; once replayed, this node's log holds its entries
+/// and tells the leader so, and a power cut later must not take them back. Older segments were
+/// synced before the next one was created (`Writer::rotate`).
+fn sync_replayed(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()?;
+    #[cfg(test)]
+    tests::synced(path, fs::metadata(path)?.len());
+    Ok(())
+}
+
 fn merge_max(into: &mut HashMap<u32, u64>, from: impl IntoIterator<Item = (u32, u64)>) {
     for (k, v) in from {
         let m = into.entry(k).or_insert(0);
@@ -186,6 +203,9 @@ impl Wal {
         }
         for (shard, log) in &shards {
             log.check(*shard)?;
+        }
+        if let Some(newest) = segments.back() {
+            sync_replayed(&newest.path)?;
         }
         let durable_purged: HashMap<u32, u64> = shards
             .iter()
@@ -257,6 +277,8 @@ impl Wal {
             spare: None,
             spare_tried: None,
             held: None,
+            marked: false,
+            last_write: std::time::Instant::now(),
         };
         writer
             .keep_spare()

@@ -37,9 +37,11 @@
 //! is cut. A bad record in any other segment is damage. Why a batch *start* and not a batch
 //! number: the bad record's own batch is unknown, but batches are contiguous, so an intact
 //! record after p whose batch began at or before p is in p's batch, and one whose batch began
-//! after p was written after p's batch was synced. What this cannot see: damage to the newest
-//! segment's last batch, with nothing written after it, looks exactly like a torn write and is
-//! cut.
+//! after p was written after p's batch was synced. Damage to the newest segment's last batch,
+//! with nothing written after it, would look exactly like a torn write, so the writer follows
+//! the last batch with a [`Record::Mark`] batch once the log has been idle for `MARK_IDLE` or
+//! closes (and after a segment's head). What is left unseen: damage to a batch written less
+//! than `MARK_IDLE` before a crash, which is cut like the torn write it may well be.
 //!
 //! Framing never fails, sealing fails only on a buffer that is not whole records, and reading
 //! never panics: any bytes are either a whole, intact record or `None`.
@@ -88,6 +90,10 @@ pub(crate) enum Record<E> {
         committed: Option<LogId>,
         purged: Option<LogId>,
     },
+    /// Changes nothing: a batch of its own that the writer puts after the last batch once the
+    /// log has been idle a while or closes, so that batch is no longer the last one and damage
+    /// to it is told from a torn write (see the module note).
+    Mark,
 }
 
 /// An encoded [`Record`] on its way into the stream.
@@ -110,7 +116,10 @@ impl Queued {
             Record::Vote { vote, .. } => Some(MetaChange::Vote(*vote)),
             Record::Committed { committed, .. } => Some(MetaChange::Committed(*committed)),
             Record::Purge { upto, .. } => Some(MetaChange::Purged(*upto)),
-            Record::Append { .. } | Record::Truncate { .. } | Record::Checkpoint { .. } => None,
+            Record::Append { .. }
+            | Record::Truncate { .. }
+            | Record::Checkpoint { .. }
+            | Record::Mark => None,
         };
         Ok(Queued {
             shard,

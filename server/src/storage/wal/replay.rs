@@ -292,6 +292,7 @@ impl Replayed<'_> {
                     log.purge(&p);
                 }
             }
+            Record::Mark => {}
         }
         Ok(())
     }

@@ -61,6 +61,27 @@ fn records(path: &Path) -> io::Result<Vec<(usize, usize, usize)>> {
     Ok(found)
 }
 
+/// Whether the record at `at` (of [`records`]) of `path` is a mark.
+fn is_mark(path: &Path, (at, _, bytes): (usize, usize, usize)) -> io::Result<bool> {
+    let data = fs::read(path)?;
+    let body = &data[at + RECORD_HEADER_BYTES..at + bytes];
+    Ok(matches!(
+        crate::codec::decode::<Record<Vec<Entry>>>(body)?,
+        Record::Mark
+    ))
+}
+
+/// Zeroes the mark that ends `path` (asserting there is one): the segment as a crash left it
+/// before the writer marked its last batch.
+fn erase_last_mark(path: &Path) -> io::Result<()> {
+    let last = *records(path)?.last().ok_or(io::ErrorKind::NotFound)?;
+    assert!(is_mark(path, last)?, "the segment ends in a mark");
+    let (at, _, bytes) = last;
+    let mut data = fs::read(path)?;
+    data[at..at + bytes].fill(0);
+    fs::write(path, data)
+}
+
 /// Where the records of a segment end (the rest is unused space).
 fn data_end(path: &Path) -> io::Result<usize> {
     Ok(records(path)?

@@ -104,6 +104,8 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 const SPARE_NAME: &str = "next-segment.spare";
 /// How often a spare segment is tried again while the disk is full.
 const SPARE_RETRY: Duration = Duration::from_secs(1);
+/// How long the log is idle before the writer follows its last batch with a mark.
+pub(super) const MARK_IDLE: Duration = Duration::from_secs(1);
 
 /// Whether `e` means the disk (or the user's quota) is full: the WAL then waits for space
 /// instead of failing.
@@ -224,11 +226,14 @@ pub(super) struct Batch {
     pub(super) purged_to: HashMap<u32, u64>,
     pub(super) rewrites: Vec<u32>,
     pub(super) meta: Vec<(u32, MetaChange)>,
+    /// Whether it is a mark alone (see [`Writer::marked`]).
+    pub(super) mark: bool,
 }
 
 impl Batch {
     fn take(p: &mut Pending) -> Batch {
         Batch {
+            mark: false,
             buf: std::mem::take(&mut p.buf),
             waiters: std::mem::take(&mut p.waiters),
             max_index: std::mem::take(&mut p.max_index),
@@ -238,6 +243,31 @@ impl Batch {
         }
     }
 }
+impl Batch {
+    /// A batch of one [`Record::Mark`] (see [`Writer::marked`]).
+    fn mark() -> Batch {
+        Batch {
+            buf: MARK_FRAME.clone(),
+            waiters: Vec::new(),
+            max_index: HashMap::new(),
+            purged_to: HashMap::new(),
+            rewrites: Vec::new(),
+            meta: Vec::new(),
+            mark: true,
+        }
+    }
+}
+
+/// A [`Record::Mark`], framed.
+static MARK_FRAME: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut out = Vec::new();
+    // A unit variant always encodes; should it not, no mark is ever written (`mark_due`).
+    if let Ok(body) = encode(&Record::<()>::Mark) {
+        frame(&mut out, &body);
+    }
+    out
+});
+
 /// A failed write or sync, and the file it failed on.
 type Failure = (PathBuf, io::Error);
 
@@ -272,6 +302,12 @@ pub(super) struct Writer {
     /// A batch taken for writing that did not fit and could not get a new segment: written
     /// first once space returns.
     pub(super) held: Option<Batch>,
+    /// Whether the last batch in the current segment is a mark, so that damage to every batch
+    /// before it is told from a torn write at replay (see the module note). False after a
+    /// segment's head and after every other batch.
+    pub(super) marked: bool,
+    /// When the last batch was written (or the segment begun).
+    pub(super) last_write: Instant,
 }
 
 impl Writer {
@@ -292,16 +328,35 @@ impl Writer {
                         && p.buf.len() <= PENDING_BYTES_MAX / 2
                         && !p.closed
                         && !self.spare_due()
+                        && !(p.buf.is_empty() && self.mark_due(MARK_IDLE))
                     {
-                        p = match self.shared.wake.wait_timeout(p, SPARE_RETRY) {
+                        let wait = match p.buf.is_empty() && self.mark_due(Duration::ZERO) {
+                            true => MARK_IDLE.saturating_sub(self.last_write.elapsed()),
+                            false => SPARE_RETRY,
+                        };
+                        p = match self.shared.wake.wait_timeout(p, wait.min(SPARE_RETRY)) {
                             Ok((p, _)) => p,
                             Err(_) => return,
                         };
                     }
-                    if p.closed && p.buf.is_empty() && p.waiters.is_empty() {
+                    let idle = p.buf.is_empty() && p.waiters.is_empty();
+                    if p.closed && idle {
+                        let failed = p.failed.is_some();
+                        drop(p);
+                        // A clean close leaves a mark after the last batch.
+                        if !failed && self.mark_due(Duration::ZERO) {
+                            let (result, _) = self.write_out(Batch::mark());
+                            if let Err(failure) = result {
+                                self.fail(&failure);
+                            }
+                        }
                         return;
                     }
-                    (Batch::take(&mut p), p.failed.clone())
+                    let mut batch = Batch::take(&mut p);
+                    if idle && p.failed.is_none() && self.mark_due(MARK_IDLE) {
+                        batch = Batch::mark();
+                    }
+                    (batch, p.failed.clone())
                 }
             };
             if let Some(e) = failed {
@@ -343,6 +398,17 @@ impl Writer {
                 w.complete(&outcome);
             }
         }
+    }
+
+    /// Whether a mark should follow the last batch once the log has been idle for `idle`:
+    /// the last batch is not one, nothing waits for space, and a mark fits in the segment's
+    /// allocation (a mark never starts a segment).
+    fn mark_due(&self, idle: Duration) -> bool {
+        !self.marked
+            && self.held.is_none()
+            && !MARK_FRAME.is_empty()
+            && self.file_bytes + MARK_FRAME.len() as u64 <= self.reserved_bytes
+            && self.last_write.elapsed() >= idle
     }
 
     /// Trips fail-stop: the node's storage health and the queue.
@@ -447,6 +513,10 @@ impl Writer {
             o.waiters_per_flush.observe(batch.waiters.len() as f64);
         }
         if result.is_ok() {
+            if !batch.buf.is_empty() {
+                self.marked = batch.mark;
+                self.last_write = Instant::now();
+            }
             self.file_bytes += batch.buf.len() as u64;
             #[cfg(test)]
             if !batch.buf.is_empty() {
@@ -555,6 +625,8 @@ impl Writer {
         self.file = file;
         self.file_bytes = head_bytes;
         self.reserved_bytes = size;
+        self.marked = false;
+        self.last_write = Instant::now();
         self.path = next_path.clone();
         self.segments.push_back(Segment {
             sequence: next,

@@ -55,7 +55,7 @@ fn assert_damaged(refused: &ReplayError, path: &Path, at: usize) {
 }
 
 /// A log in `dir` written as four batches of one entry each (equal-sized records), in one
-/// segment; returns that segment.
+/// segment, and closed (so a mark follows them); returns that segment.
 async fn four_batches(dir: &Path) -> io::Result<PathBuf> {
     {
         let wal = open(dir)?;
@@ -65,8 +65,17 @@ async fn four_batches(dir: &Path) -> io::Result<PathBuf> {
         }
     }
     let segment = segments(dir)?.pop().ok_or(io::ErrorKind::NotFound)?;
-    let found = records(&segment)?;
-    assert_eq!(found.len(), 4, "one record a batch: {found:?}");
+    let mut found = records(&segment)?;
+    assert_eq!(
+        found.len(),
+        5,
+        "one record a batch, then the close's mark: {found:?}"
+    );
+    let mark = found.pop().ok_or(io::ErrorKind::NotFound)?;
+    assert!(
+        is_mark(&segment, mark)? && mark.0 == mark.1,
+        "a batch of its own"
+    );
     for (at, batch_start, bytes) in &found {
         assert_eq!(at, batch_start, "each record begins its batch");
         assert_eq!(*bytes, found[0].2, "equal-sized records");
@@ -102,10 +111,67 @@ async fn a_flipped_byte_in_synced_data_is_refused_with_file_and_offset() -> io::
     Ok(())
 }
 
+/// The newest data batch is followed by the mark of a clean close (or of a second idle), so
+/// damage to it is refused like damage anywhere else.
+#[tokio::test]
+async fn a_flip_in_the_newest_data_batch_before_a_mark_is_refused() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let segment = four_batches(dir.path()).await?;
+    let at = change_record(&segment, 3, |r| r[RECORD_HEADER_BYTES + 2] ^= 0x10)?;
+    assert_damaged(&refusal(dir.path())?, &segment, at);
+    Ok(())
+}
+
+/// An idle log marks its last batch by itself: a crash while it is idle leaves a segment
+/// whose last data batch is followed by a later one.
+#[tokio::test]
+async fn an_idle_log_marks_its_last_batch() -> io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let wal = open(dir.path())?;
+    let mut a = LogStore::open(&wal, 0)?;
+    append(&mut a, vec![entry(1, 1)]).await?;
+    append(&mut a, vec![entry(1, 2)]).await?;
+    let segment = segments(dir.path())?.pop().ok_or(io::ErrorKind::NotFound)?;
+    let started = std::time::Instant::now();
+    let found = loop {
+        let found = records(&segment)?;
+        if let Some(last) = found.last()
+            && is_mark(&segment, *last)?
+        {
+            break found;
+        }
+        assert!(
+            started.elapsed() < writer::MARK_IDLE * 10,
+            "no mark after {:?} idle: {found:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.len(), 3, "the batches, then one mark: {found:?}");
+    // The crash: the files as they are now, while the log is still open.
+    let crashed = tempfile::tempdir()?;
+    for path in segments(dir.path())? {
+        fs::copy(
+            &path,
+            crashed.path().join(path.file_name().unwrap_or_default()),
+        )?;
+    }
+    drop((a, wal));
+    let copy = segments(crashed.path())?
+        .pop()
+        .ok_or(io::ErrorKind::NotFound)?;
+    let at = change_record(&copy, 1, |r| r[RECORD_HEADER_BYTES + 2] ^= 0x10)?;
+    assert_damaged(&refusal(crashed.path())?, &copy, at);
+    Ok(())
+}
+
+/// A crash within a second of the last batch leaves no mark after it: damage to it then
+/// looks exactly like a torn write, and is cut.
 #[tokio::test]
 async fn the_same_flip_in_the_newest_batch_alone_is_cut_as_torn() -> io::Result<()> {
     let dir = tempfile::tempdir()?;
     let segment = four_batches(dir.path()).await?;
+    erase_last_mark(&segment)?;
     let at = change_record(&segment, 3, |r| r[RECORD_HEADER_BYTES + 2] ^= 0x10)?;
     assert_eq!(replayed(dir.path()).await?, vec![1, 2, 3]);
     assert_eq!(
@@ -147,6 +213,7 @@ async fn a_bad_record_followed_only_by_its_own_batch_is_cut_as_torn() -> io::Res
         one_batch(&wal, (2..=4).map(|i| entry(1, i)).collect()).await?;
     }
     let segment = segments(dir.path())?.pop().ok_or(io::ErrorKind::NotFound)?;
+    erase_last_mark(&segment)?;
     let found = records(&segment)?;
     let batches: Vec<usize> = found.iter().map(|r| r.1).collect();
     let second = found[1].0;
@@ -233,7 +300,9 @@ async fn a_record_copied_to_another_place_is_detected() -> io::Result<()> {
 }
 
 /// A log written by two starts; the second start's segment begins with both shards'
-/// checkpoints (its head batch) and holds one batch more when `then_write`. Returns it.
+/// checkpoints (its head batch) and holds one batch more when `then_write`, else nothing
+/// after the head (its close's mark erased: a crash right after the segment was made).
+/// Returns it.
 async fn second_start(dir: &Path, then_write: bool) -> io::Result<PathBuf> {
     {
         let wal = open(dir)?;
@@ -250,6 +319,9 @@ async fn second_start(dir: &Path, then_write: bool) -> io::Result<PathBuf> {
         }
     }
     let segment = segments(dir)?.pop().ok_or(io::ErrorKind::NotFound)?;
+    if !then_write {
+        erase_last_mark(&segment)?;
+    }
     let found = records(&segment)?;
     let head = found.iter().filter(|r| r.1 == 0).count();
     assert_eq!(head, 2, "{found:?}");
