@@ -194,15 +194,24 @@ pub async fn run(
         .insecure
         .then(|| tokio::spawn(warn_insecure(cfg.clone())));
     let db_dir = cfg.data_dir.join("db");
-    let db = sled::Config::new()
-        .path(&db_dir)
+    let db = crate::storage::sled_files::config(&db_dir)
+        .with_context(|| format!("reading sled's configuration at {}", db_dir.display()))?
         .cache_capacity(cfg.cache_mb * 1024 * 1024)
         .flush_every_ms(Some(500))
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
+    crate::storage::sled_files::sync_conf(&db_dir)
+        .with_context(|| format!("syncing sled's configuration at {}", db_dir.display()))?;
     refuse_sled_log_layout(&db)?;
     let health = StorageHealth::default();
     let flush = FlushCoordinator::start(db.clone(), &db_dir, &health)?;
+    // What sled read back may be only in the page cache (a crash before its sync): make it
+    // durable before the shards act on it. Otherwise a power cut could take back an applied
+    // index after the log was purged up to it at start-up, leaving a gap nobody re-applies.
+    flush
+        .flush()
+        .await
+        .with_context(|| format!("syncing sled at {}", db_dir.display()))?;
     let wal_dir = cfg.data_dir.join("wal");
     let wal = Wal::open(&wal_dir, &health)
         .with_context(|| format!("opening the write-ahead log at {}", wal_dir.display()))?;

@@ -194,10 +194,12 @@ async fn seed(
         },
     )?;
     let db_dir = staging.join("db");
-    let db = sled::Config::new()
-        .path(&db_dir)
+    let db = crate::storage::sled_files::config(&db_dir)
+        .with_context(|| format!("reading sled's configuration at {}", db_dir.display()))?
         .open()
         .with_context(|| format!("opening sled at {}", db_dir.display()))?;
+    crate::storage::sled_files::sync_conf(&db_dir)
+        .with_context(|| format!("syncing sled's configuration at {}", db_dir.display()))?;
     let health = crate::storage::health::StorageHealth::default();
     let flush =
         FlushCoordinator::start(db.clone(), &db_dir, &health).context("starting the flusher")?;

@@ -4,8 +4,9 @@ use crate::service::error::KvError;
 
 /// The most ops a transaction may have whatever `--txn-ops-max` says (one log entry).
 pub const TXN_OPS_CEILING: usize = 1024;
-/// Hard ceilings for the configurable limits: sled writes items above ~128 KiB to blob files it
-/// never fsyncs, so values stay at or below 64 KiB whatever the flags say.
+/// Hard ceilings for the configurable limits: values stay at or below 64 KiB whatever the
+/// flags say, so a sled leaf of them stays below the size at which sled moves it to a blob
+/// file of its own (`storage::sled_files`).
 pub const VALUE_BYTES_CEILING: usize = 64 * 1024;
 pub const KEY_BYTES_CEILING: usize = 16 * 1024;
 pub const REQUEST_BYTES_CEILING: usize = 4 * 1024 * 1024;

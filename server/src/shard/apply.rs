@@ -249,7 +249,7 @@ pub fn apply_command(
 
 /// Bytes of get values a transaction's deduplication record keeps at most; beyond, its gets'
 /// values are left out of the record (a retry's answer says so), so the record stays well
-/// below the size at which sled moves a value to a blob file it never fsyncs.
+/// below the size at which sled moves a node to a blob file of its own (`storage::sled_files`).
 pub const TXN_KEPT_GET_BYTES_MAX: usize = 64 * 1024;
 
 /// The form of `resp` the deduplication record keeps: `resp` itself, except a transaction

@@ -1,8 +1,8 @@
 //! The flush coordinator: one thread per node that makes sled writes durable in groups.
 //!
 //! Callers first write to sled (so the data is readable), then hand a waiter to the
-//! coordinator. The coordinator takes every waiter queued, runs one `Db::flush` followed by an
-//! explicit `sync_data` of sled's log file (sled's own flush uses `sync_file_range`, which does
+//! coordinator. The coordinator takes every waiter queued, runs one `Db::flush`, fsyncs the blob files sled
+//! made since the last one (`sled_files`), then an explicit `sync_data` of sled's log file (sled's own flush uses `sync_file_range`, which does
 //! not survive power loss), then completes all of them. One fsync thus covers every shard's
 //! appends and votes that arrived meanwhile (group commit).
 //!
@@ -22,6 +22,7 @@ use openraft::storage::IOFlushed;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::health::StorageHealth;
+use crate::storage::sled_files::Blobs;
 use crate::typ::TypeConfig;
 
 /// Waiters queued at most; beyond this, `append` and `save_vote` wait.
@@ -46,6 +47,7 @@ impl FlushCoordinator {
         // descriptor of the inode.
         let log_path = db_dir.join("db");
         let log_file = Arc::new(File::open(&log_path)?);
+        let mut blobs = Blobs::new(db_dir);
         let health = health.clone();
         let (tx, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
         std::thread::Builder::new()
@@ -67,8 +69,18 @@ impl FlushCoordinator {
                         None => db
                             .flush()
                             .map_err(io::Error::other)
-                            .and_then(|_| log_file.sync_data())
-                            .inspect_err(|e| health.fail("sled flush", &log_path, e)),
+                            .inspect_err(|e| health.fail("sled flush", &log_path, e))
+                            .and_then(|_| {
+                                // A blob before the log record that points at it.
+                                blobs
+                                    .sync_new()
+                                    .inspect_err(|e| health.fail("sled blob sync", blobs.dir(), e))
+                            })
+                            .and_then(|_| {
+                                log_file
+                                    .sync_data()
+                                    .inspect_err(|e| health.fail("sled flush", &log_path, e))
+                            }),
                     };
                     let err = result.as_ref().err().map(|e| e.to_string());
                     for w in batch.drain(..) {
