@@ -300,6 +300,27 @@ async fn every_raft_rpc(raft: &mut RaftClient<tonic::transport::Channel>) -> Vec
     out
 }
 
+/// Each shard's term on every node, once every node reports the same term for each shard
+/// (right after start-up a node may not have heard of the last election yet); at most 20 s.
+async fn settled_terms(cluster: &Cluster) -> Vec<(u64, u32, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = terms(cluster).await;
+        let mut by_shard = std::collections::BTreeMap::<u32, Vec<u64>>::new();
+        for (_, shard, term) in &now {
+            by_shard.entry(*shard).or_default().push(*term);
+        }
+        if by_shard
+            .values()
+            .all(|t| t.windows(2).all(|w| w[0] == w[1]))
+        {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "terms never settled: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Each shard's term on every node.
 async fn terms(cluster: &Cluster) -> Vec<(u64, u32, u64)> {
     let mut out = Vec::new();
@@ -312,6 +333,89 @@ async fn terms(cluster: &Cluster) -> Vec<(u64, u32, u64)> {
     out
 }
 
+/// A node's own certificate passes the peer check, but it speaks only as its node: node 2's
+/// certificate claiming to be node 3 is refused on every Raft RPC (a vote, an append stream, a
+/// snapshot), and nothing reaches openraft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_certificate_cannot_speak_as_another_node() {
+    let cluster = Cluster::start_tls(3, 2, &[]);
+    cluster
+        .wait_for_leaders(Duration::from_secs(30))
+        .await
+        .expect("leaders over TLS");
+    let before = settled_terms(&cluster).await;
+    let dir = cluster.tls_dir().expect("tls").to_path_buf();
+    let mut raft = raft_client(
+        &cluster.peer_addr(1),
+        &dir.join("ca.pem"),
+        &dir.join("node-2.pem"),
+        &dir.join("node-2.key"),
+    )
+    .await
+    .expect("handshake with node 2's certificate");
+    let as_node = |from: u64| RaftRequest {
+        from,
+        ..envelope(0, 1)
+    };
+    let impersonating = |s: &tonic::Status| {
+        s.code() == Code::PermissionDenied
+            && kind(s) == meta::KIND_PEER_NOT_ALLOWED
+            && s.message().contains("node [2]")
+    };
+
+    // As itself, the call passes the peer checks and fails on its empty payload.
+    let own = tokio::time::timeout(ANSWER, raft.vote(as_node(2)))
+        .await
+        .expect("answer")
+        .expect_err("an empty vote");
+    assert_eq!(own.code(), Code::InvalidArgument, "{own:?}");
+
+    let vote = tokio::time::timeout(ANSWER, raft.vote(as_node(3)))
+        .await
+        .expect("answer")
+        .expect_err("node 2 voting as node 3");
+    assert!(impersonating(&vote), "{vote:?}");
+    let append = tokio::time::timeout(ANSWER, raft.append(as_node(1)))
+        .await
+        .expect("answer")
+        .expect_err("node 2 appending as node 1");
+    assert!(impersonating(&append), "{append:?}");
+
+    let stream = tokio::time::timeout(
+        ANSWER,
+        raft.append_stream(futures::stream::iter(vec![as_node(3)])),
+    )
+    .await
+    .expect("answer");
+    let streamed = match stream {
+        Err(s) => s,
+        Ok(r) => tokio::time::timeout(ANSWER, r.into_inner().message())
+            .await
+            .expect("answer")
+            .expect_err("an append stream as node 3"),
+    };
+    assert!(impersonating(&streamed), "{streamed:?}");
+
+    let head = SnapshotChunk {
+        part: Some(snapshot_chunk::Part::Head(SnapshotHead {
+            cluster_id: "ringkv".into(),
+            shard_id: 0,
+            from: 3,
+            to: 1,
+            ..Default::default()
+        })),
+    };
+    let snapshot = tokio::time::timeout(
+        ANSWER,
+        raft.install_snapshot(futures::stream::iter(vec![head])),
+    )
+    .await
+    .expect("answer")
+    .expect_err("a snapshot as node 3");
+    assert!(impersonating(&snapshot), "{snapshot:?}");
+    assert_eq!(terms(&cluster).await, before, "no term moved");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn peers_off_the_list_or_from_another_ca_cannot_call_raft() {
     let cluster = Cluster::start_tls(3, 2, &[]);
@@ -319,7 +423,7 @@ async fn peers_off_the_list_or_from_another_ca_cannot_call_raft() {
         .wait_for_leaders(Duration::from_secs(30))
         .await
         .expect("leaders over TLS");
-    let before = terms(&cluster).await;
+    let before = settled_terms(&cluster).await;
     let dir = cluster.tls_dir().expect("tls").to_path_buf();
     let peer = cluster.peer_addr(1);
 

@@ -60,11 +60,26 @@ fn reply<T: Serialize>(r: Result<T, Status>) -> Result<Response<RaftReply>, Stat
 
 impl RaftService {
     /// The peer check (TLS only): the caller's certificate names a host on the peer list.
-    fn authenticate<T>(&self, request: &Request<T>, rpc: &'static str) -> Result<(), Status> {
+    /// The caller's certificate names, when peers are checked (TLS), after the peer check.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &'static str,
+    ) -> Result<Option<Vec<String>>, Status> {
         match &self.peer_check {
-            Some(p) => p.check(request, rpc),
-            None => Ok(()),
+            Some(p) => p.check(request, rpc).map(Some),
+            None => Ok(None),
         }
+    }
+
+    /// Refuses a message whose sender id is not the caller's own (see `tls::peers`).
+    fn bind(
+        &self,
+        names: Option<&[String]>,
+        from: NodeId,
+        rpc: &'static str,
+    ) -> Result<(), Status> {
+        bind_sender(self.peer_check.as_deref(), names, from, rpc)
     }
 
     fn check(
@@ -99,6 +114,7 @@ impl RaftService {
     async fn receive_snapshot(
         &self,
         mut stream: Streaming<SnapshotChunk>,
+        names: Option<&[String]>,
     ) -> Result<Response<RaftReply>, Status> {
         let head = match stream.message().await? {
             Some(SnapshotChunk {
@@ -110,6 +126,7 @@ impl RaftService {
                 ));
             }
         };
+        self.bind(names, head.from, "install_snapshot")?;
         let shard = self
             .check(&head.cluster_id, &head.cluster_uuid, head.shard_id, head.to)?
             .clone();
@@ -255,6 +272,19 @@ struct Ours {
 
 /// `Err` unless a message for node `to` of cluster `cluster_id` (UUID `cluster_uuid`) belongs
 /// on this node (see [`crate::cluster_uuid`] for the UUID: adopted here while unknown).
+/// [`RaftService::bind`] without the service (for the append stream's per-message check).
+fn bind_sender(
+    check: Option<&crate::tls::peers::PeerCheck>,
+    names: Option<&[String]>,
+    from: NodeId,
+    rpc: &'static str,
+) -> Result<(), Status> {
+    match (check, names) {
+        (Some(check), Some(names)) => check.check_sender(names, from, rpc),
+        _ => Ok(()),
+    }
+}
+
 fn check_envelope(
     ours: &Ours,
     cluster_id: &str,
@@ -294,7 +324,8 @@ fn file_meta_of(file: &SnapshotFile) -> Result<SnapshotMeta, Status> {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.authenticate(&request, "vote")?;
+        let names = self.authenticate(&request, "vote")?;
+        self.bind(names.as_deref(), request.get_ref().from, "vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -307,7 +338,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.authenticate(&request, "pre_vote")?;
+        let names = self.authenticate(&request, "pre_vote")?;
+        self.bind(names.as_deref(), request.get_ref().from, "pre_vote")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.voter.check(shard.id, request.get_ref())?;
         reply(
@@ -320,7 +352,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn append(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        self.authenticate(&request, "append")?;
+        let names = self.authenticate(&request, "append")?;
+        self.bind(names.as_deref(), request.get_ref().from, "append")?;
         let (shard, body) = self.open(request.get_ref())?;
         self.appends.with_label_values(&["unary"]).inc();
         let result = shard
@@ -343,12 +376,19 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<RaftRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        self.authenticate(&request, "append_stream")?;
+        let names = self.authenticate(&request, "append_stream")?;
         let (ours, shards) = (self.ours(), self.shards.clone());
+        let peer_check = self.peer_check.clone();
         let received = self.appends.with_label_values(&["stream"]);
         let open = move |first: &RaftRequest| {
             check_envelope(&ours, &first.cluster_id, &first.cluster_uuid, first.to)?;
-            let shard_id = first.shard_id;
+            bind_sender(
+                peer_check.as_deref(),
+                names.as_deref(),
+                first.from,
+                "append_stream",
+            )?;
+            let (shard_id, from) = (first.shard_id, first.from);
             let shard = find_shard(&shards, shard_id)?.clone();
             let check: EnvelopeCheck = Arc::new(move |m: &RaftRequest| {
                 received.inc();
@@ -357,6 +397,13 @@ impl RaftRpc for RaftService {
                     return Err(Status::invalid_argument(format!(
                         "message for shard {} on the append stream of shard {shard_id}",
                         m.shard_id
+                    )));
+                }
+                // One stream, one sender: the one bound when it opened.
+                if m.from != from {
+                    return Err(Status::invalid_argument(format!(
+                        "message from node {} on the append stream of node {from}",
+                        m.from
                     )));
                 }
                 Ok(())
@@ -372,7 +419,8 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.authenticate(&request, "transfer_leader")?;
+        let names = self.authenticate(&request, "transfer_leader")?;
+        self.bind(names.as_deref(), request.get_ref().from, "transfer_leader")?;
         let (shard, body) = self.open(request.get_ref())?;
         reply(
             shard
@@ -387,7 +435,8 @@ impl RaftRpc for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftReply>, Status> {
-        self.authenticate(&request, "install_snapshot")?;
-        self.receive_snapshot(request.into_inner()).await
+        let names = self.authenticate(&request, "install_snapshot")?;
+        self.receive_snapshot(request.into_inner(), names.as_deref())
+            .await
     }
 }

@@ -13,8 +13,17 @@
 //! [`ringkv_proto::meta::KIND_PEER_NOT_ALLOWED`]); a refusal never reaches openraft. Refusals
 //! are logged as warnings (the repeat limiter caps them per callsite).
 //!
-//! What it does not do: verify the certificate (rustls did, against the CA), check that the
-//! sender id in the envelope is the node the certificate names, or authorize clients.
+//! The sender id of every message (`from`) must be the caller's own
+//! ([`PeerCheck::check_sender`]), so one node's certificate cannot speak, vote or send a
+//! snapshot as another node:
+//! - a certificate naming `node-N` (as `ringkv-server certs` issues them) speaks only as N;
+//! - otherwise, when the shards' membership records the sender, one of the certificate's
+//!   names must be a host of that record (with `--peer-allowed-names` this rule is not applied:
+//!   names there are not tied to members).
+//!
+//! What it does not do: verify the certificate (rustls did, against the CA), bind a sender
+//! the membership does not record yet and whose certificate names no `node-N` (the peer list
+//! alone admits it), or authorize clients.
 
 use std::collections::BTreeSet;
 
@@ -97,8 +106,43 @@ impl PeerCheck {
         })
     }
 
-    /// `Ok` when the caller of `request` presented a certificate with a name on the list.
-    pub fn check<T>(&self, request: &tonic::Request<T>, rpc: &'static str) -> Result<(), Status> {
+    /// `Ok` when the certificate `names` may send as node `from` (see the module note).
+    pub fn check_sender(
+        &self,
+        names: &[String],
+        from: u64,
+        rpc: &'static str,
+    ) -> Result<(), Status> {
+        let record = match self.explicit {
+            true => None,
+            false => self.shards.iter().find_map(|shard| {
+                let m = shard.metrics().membership_config;
+                m.membership()
+                    .nodes()
+                    .find(|(id, _)| **id == from)
+                    .map(|(_, n)| hosts_of(n))
+            }),
+        };
+        match sender_matches(names, from, record.as_ref().map(|h| &h[..])) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                tracing::warn!(rpc, from, names = ?names, "Raft call refused: {why}");
+                Err(refusal(
+                    tonic::Code::PermissionDenied,
+                    meta::KIND_PEER_NOT_ALLOWED,
+                    format!("a peer speaks only as itself: {why}"),
+                ))
+            }
+        }
+    }
+
+    /// `Ok` with the certificate's names when the caller of `request` presented a certificate
+    /// with a name on the list.
+    pub fn check<T>(
+        &self,
+        request: &tonic::Request<T>,
+        rpc: &'static str,
+    ) -> Result<Vec<String>, Status> {
         let remote = request.remote_addr();
         let names = match caller_cert_names(request) {
             Ok(Some(names)) => names,
@@ -120,7 +164,7 @@ impl PeerCheck {
             }
         };
         if names.iter().any(|n| self.allows(n)) {
-            return Ok(());
+            return Ok(names);
         }
         tracing::warn!(rpc, remote = ?remote, names = ?names,
             "Raft call refused: no name of the peer's certificate is on the peer list");
@@ -134,9 +178,68 @@ impl PeerCheck {
     }
 }
 
+/// The node ids a certificate names as `node-N`.
+fn node_ids(names: &[String]) -> Vec<u64> {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("node-")?.parse().ok())
+        .collect()
+}
+
+/// Whether a certificate with `names` may send as node `from`, whose member record has the
+/// hosts `record` (when the membership has one); the reason when not.
+fn sender_matches(names: &[String], from: u64, record: Option<&[String]>) -> Result<(), String> {
+    let ids = node_ids(names);
+    if !ids.is_empty() {
+        return match ids.contains(&from) {
+            true => Ok(()),
+            false => Err(format!(
+                "the certificate is node {ids:?}'s, the message says it is from node {from}"
+            )),
+        };
+    }
+    match record {
+        Some(hosts) if !names.iter().any(|n| hosts.contains(n)) => Err(format!(
+            "the message says it is from node {from}, whose hosts {hosts:?} are none of the \
+             certificate's names {names:?}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_certificate_speaks_only_as_its_node() {
+        let node2 = names(&["node-2", "localhost", "127.0.0.1"]);
+        let hosts = names(&["127.0.0.1"]);
+        assert!(sender_matches(&node2, 2, Some(&hosts)).is_ok());
+        let err = sender_matches(&node2, 3, Some(&hosts)).expect_err("node 2 as node 3");
+        assert!(err.contains("node [2]") && err.contains("node 3"), "{err}");
+        // Even a sender the membership does not record yet.
+        assert!(sender_matches(&node2, 7, None).is_err());
+        assert!(sender_matches(&names(&["node-x", "node-"]), 1, None).is_ok());
+    }
+
+    #[test]
+    fn other_certificates_must_name_a_host_of_the_senders_record() {
+        let cert = names(&["db-1.example"]);
+        let own = names(&["db-1.example", "10.0.0.1"]);
+        let other = names(&["db-2.example", "10.0.0.2"]);
+        assert!(sender_matches(&cert, 1, Some(&own)).is_ok());
+        let err = sender_matches(&cert, 2, Some(&other)).expect_err("db-1 as node 2");
+        assert!(err.contains("db-2.example"), "{err}");
+        assert!(
+            sender_matches(&cert, 9, None).is_ok(),
+            "unrecorded: the list decides"
+        );
+    }
 
     #[test]
     fn hosts_come_without_port_or_brackets() {
