@@ -78,15 +78,21 @@ pub const TEST_PORTS: std::ops::Range<u16> = 20_000..27_000;
 /// be taken by one of the cluster's own outgoing connections between the check and the node's
 /// bind (seen: a node's admin port taken while its peers dialled it at start-up). Random
 /// candidates of [`TEST_PORTS`] are tried until one binds; the listener is closed before the
-/// node binds it.
+/// node binds it. A port is handed out once per process: the bind check alone cannot see a
+/// port handed out before but not bound yet (seen: one node's peer and admin ports drawn
+/// equal, so it refused to start).
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for attempt in 0u64..10_000 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(attempt);
         let port = TEST_PORTS.start + (h.finish() % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
