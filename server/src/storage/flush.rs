@@ -1,9 +1,10 @@
 //! The flush coordinator: one thread per node that makes sled writes durable in groups.
 //!
 //! Callers first write to sled (so the data is readable), then hand a waiter to the
-//! coordinator. The coordinator takes every waiter queued, runs one `Db::flush`, fsyncs the blob files sled
-//! made since the last one (`sled_files`), then an explicit `sync_data` of sled's log file (sled's own flush uses `sync_file_range`, which does
-//! not survive power loss), then completes all of them. One fsync thus covers every shard's
+//! coordinator. The coordinator takes every waiter queued, runs one `Db::flush`, fsyncs the
+//! blob files sled made since the last one (`sled_files`), then an explicit `sync_data` of
+//! sled's log file (sled's own flush uses `sync_file_range`, which does not survive power
+//! loss), then completes all of them. One fsync thus covers every shard's
 //! appends and votes that arrived meanwhile (group commit).
 //!
 //! Invariants:

@@ -219,6 +219,7 @@ fn reserve(file: &File, bytes: u64) -> io::Result<()> {
     }
 }
 /// Records taken from [`Pending`] for one write.
+#[derive(Default)]
 pub(super) struct Batch {
     pub(super) buf: Vec<u8>,
     pub(super) waiters: Vec<Waiter>,
@@ -242,18 +243,13 @@ impl Batch {
             meta: std::mem::take(&mut p.meta),
         }
     }
-}
-impl Batch {
+
     /// A batch of one [`Record::Mark`] (see [`Writer::marked`]).
     fn mark() -> Batch {
         Batch {
             buf: MARK_FRAME.clone(),
-            waiters: Vec::new(),
-            max_index: HashMap::new(),
-            purged_to: HashMap::new(),
-            rewrites: Vec::new(),
-            meta: Vec::new(),
             mark: true,
+            ..Batch::default()
         }
     }
 }
