@@ -62,10 +62,12 @@ pub struct NodeArgs {
     /// against it.
     #[arg(long, default_value = "ringkv")]
     pub cluster_id: String,
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 100)]
     pub heartbeat_interval_ms: u64,
-    /// Minimum election timeout; the maximum is twice this.
-    #[arg(long, default_value_t = 1000)]
+    /// Minimum election timeout; the maximum (and the leader lease) is 1.5 times this. Short,
+    /// because Raft has its own listener and runtime (so client load does not starve
+    /// heartbeats): a lost leader is replaced within about two maximum timeouts.
+    #[arg(long, default_value_t = 300)]
     pub election_timeout_ms: u64,
     /// Build a snapshot after this many log entries since the last one.
     #[arg(long, default_value_t = 10_000)]

@@ -27,6 +27,7 @@ pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod raft_runtime;
 pub mod readmit;
 pub mod restore;
 pub mod router;

@@ -22,8 +22,8 @@
 //! from the cluster CA; which certificates may call Raft is `RaftService`'s peer check.
 //!
 //! What it does not do: openraft's own tasks (each shard's core, replication and heartbeat
-//! workers, the log and state-machine workers) still run on the main runtime, where
-//! `Raft::new` spawned them; this runtime only carries the receiving side of the transport.
+//! workers, the log and state-machine workers) run on the runtime of `raft_runtime`, not
+//! here; this runtime only carries the receiving side of the transport.
 
 use std::time::Duration;
 
