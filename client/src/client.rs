@@ -32,6 +32,7 @@ use tonic::{Code, Response, Status};
 
 use crate::batcher::{self, Batcher, Busy};
 use crate::error::Error;
+use crate::leader_watch::{self, LeaderWatch, View};
 use crate::outcome::{Failure, classify};
 use crate::retry::{RetryBudget, full_jitter};
 use crate::tls::TlsOptions;
@@ -79,6 +80,12 @@ pub struct ClientOptions {
     pub token: Option<String>,
     /// TLS: the cluster CA to trust and, optionally, a client certificate. `None`: plaintext.
     pub tls: Option<TlsOptions>,
+    /// Once an attempt at a shard's leader has waited this long, ask another node who leads
+    /// the shard (every 100 ms while it still waits, one status call per client at a time), and
+    /// move the request to a new leader as soon as one is named (the crate's `leader_watch`
+    /// module). About one default election timeout of the servers. `None`: only
+    /// `attempt_timeout` ends a wait.
+    pub leader_check_after: Option<Duration>,
 }
 
 impl ClientOptions {
@@ -93,6 +100,7 @@ impl ClientOptions {
             batch_requests: true,
             token: None,
             tls: None,
+            leader_check_after: Some(Duration::from_millis(300)),
         }
     }
 }
@@ -188,6 +196,8 @@ struct Inner {
     retries: AtomicU64,
     /// Retries left to this client (see `retry.rs`).
     budget: RetryBudget,
+    /// Who leads which shard, as another node last said (see `leader_watch.rs`).
+    watch: LeaderWatch,
 }
 
 /// The least time one attempt at a scan may take.
@@ -203,6 +213,16 @@ fn suspect_for(strikes: u32) -> Duration {
     SUSPECT_FOR
         .saturating_mul(1u32 << strikes.saturating_sub(1).min(8))
         .min(SUSPECT_FOR_MAX)
+}
+
+/// How one attempt ended.
+enum Attempt<T> {
+    /// The node answered (or the transport failed) within the attempt's budget.
+    Answered(Result<Response<T>, Status>),
+    /// No answer within the budget.
+    TimedOut,
+    /// No answer yet after `waited`, and another node names `leader` as the shard's leader.
+    Moved { leader: String, waited: Duration },
 }
 
 /// A RingKV client. Cheap to clone; clones share connections and the write identity.
@@ -375,6 +395,7 @@ impl Client {
                 any_suspects: std::sync::atomic::AtomicBool::new(false),
                 retries: AtomicU64::new(0),
                 budget: RetryBudget::default(),
+                watch: LeaderWatch::default(),
             }),
         })
     }
@@ -636,8 +657,30 @@ impl Client {
             // Whether the node itself failed (no answer, a transport error, or shutting down),
             // as opposed to answering with a RingKV error such as "no leader yet".
             let mut node_failed = true;
-            let failure = match tokio::time::timeout(budget, f(client)).await {
-                Ok(Ok(resp)) => {
+            let failure = match self.attempt(shard, &target, budget, f(client)).await {
+                Attempt::Moved { leader, waited } => {
+                    // The node stopped answering and the cluster has a new leader for the
+                    // shard: go there now. A write sent to the silent node may still apply,
+                    // so its outcome stays unknown until an answer under the same sequence.
+                    let msg = format!(
+                        "no answer from {target} within {waited:?}, and another node names \
+                         {leader} as the shard's leader"
+                    );
+                    if is_write {
+                        unknown = Some(msg.clone());
+                    }
+                    last = msg;
+                    failed.insert(target.clone());
+                    self.suspect(&target);
+                    self.set_leader(shard, Some(leader.clone()));
+                    if !self.inner.budget.try_retry(Instant::now()) {
+                        last = format!("{last}; not retried: this client's retry budget is spent");
+                        break;
+                    }
+                    target = leader;
+                    continue;
+                }
+                Attempt::Answered(Ok(resp)) => {
                     self.clear_suspect(&target);
                     let hinted = resp
                         .metadata()
@@ -649,7 +692,7 @@ impl Client {
                     }
                     return Ok(resp.into_inner());
                 }
-                Ok(Err(status)) => {
+                Attempt::Answered(Err(status)) => {
                     let mut tls = self.tls_failure(&status);
                     if tls.is_none()
                         && self.inner.tls.is_none()
@@ -669,7 +712,7 @@ impl Client {
                         || kind.and_then(|k| k.to_str().ok()) == Some(meta::KIND_SHUTTING_DOWN);
                     classify(&status, is_write)
                 }
-                Err(_) => {
+                Attempt::TimedOut => {
                     let msg = format!("no answer from {target} within {budget:?}");
                     if is_write {
                         Failure::Unknown(msg)
@@ -777,6 +820,91 @@ impl Client {
             }
             (None, None) => Error::Unavailable(last),
         })
+    }
+
+    /// One attempt at `target`, bounded by `budget`; for a request routed to `shard`, ended
+    /// early once another node names a new leader for it (see `leader_watch.rs`).
+    async fn attempt<T, Fut>(
+        &self,
+        shard: Option<u32>,
+        target: &str,
+        budget: Duration,
+        call: Fut,
+    ) -> Attempt<T>
+    where
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let call = tokio::time::timeout(budget, call);
+        let watched = match (shard, self.inner.opts.leader_check_after) {
+            // Even with one endpoint: the request may wait on a leader learned from it.
+            (Some(shard), Some(after)) if after < budget => Some((shard, after)),
+            _ => None,
+        };
+        let Some((shard, after)) = watched else {
+            return match call.await {
+                Ok(r) => Attempt::Answered(r),
+                Err(_) => Attempt::TimedOut,
+            };
+        };
+        let started = Instant::now();
+        let watch = async {
+            tokio::time::sleep(after).await;
+            loop {
+                if let Some(leader) = self.moved_leader(shard, target).await {
+                    return leader;
+                }
+                tokio::time::sleep(leader_watch::CHECK_EVERY).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            r = call => match r {
+                Ok(r) => Attempt::Answered(r),
+                Err(_) => Attempt::TimedOut,
+            },
+            leader = watch => Attempt::Moved { leader, waited: started.elapsed() },
+        }
+    }
+
+    /// The leader `shard` has moved to, away from `waiting_on`, as another node says: from the
+    /// last answer when it is fresh, else from a new status call when one is due (see
+    /// `leader_watch.rs`: one in flight per client, nobody waits for it).
+    async fn moved_leader(&self, shard: u32, waiting_on: &str) -> Option<String> {
+        let Ok(mut st) = self.inner.watch.state.try_lock() else {
+            return None;
+        };
+        if st.due(waiting_on, Instant::now()) {
+            let eps = &self.inner.opts.endpoints;
+            let ask = (0..eps.len())
+                .map(|_| {
+                    let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
+                    &eps[i % eps.len()]
+                })
+                .find(|ep| *ep != waiting_on && !self.is_suspect(ep))?
+                .clone();
+            let answer =
+                tokio::time::timeout(leader_watch::CHECK_TIMEOUT, self.status_of(&ask)).await;
+            let done = Instant::now();
+            st.tried = Some((done, ask.clone()));
+            match answer {
+                Ok(Ok(s)) => st.view = Some(View::of(&ask, &s, done)),
+                // A refusal (say, a token without the status role) says nothing about the node.
+                Ok(Err(_)) => return None,
+                // No answer: passed over, so the next check asks another node.
+                Err(_) => {
+                    self.suspect(&ask);
+                    return None;
+                }
+            }
+        }
+        let now = Instant::now();
+        // A named leader that itself just failed is no way out (the namer has not noticed).
+        st.view
+            .as_ref()
+            .filter(|v| v.usable(waiting_on, now))?
+            .moved(shard, waiting_on)
+            .filter(|l| !self.is_suspect(l))
+            .map(String::from)
     }
 
     pub(crate) fn header(&self, sequence: u64, acked_below: u64) -> Option<RequestHeader> {

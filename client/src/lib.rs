@@ -19,6 +19,7 @@ mod admin;
 mod batcher;
 mod client;
 mod error;
+mod leader_watch;
 mod outcome;
 mod retry;
 mod tls;

@@ -50,7 +50,7 @@ pub const SET_BUCKETS: u64 = 16;
 /// A client for one worker: a 2 s deadline per request (what a service answering people would
 /// give a database write), 1 s per attempt, at most 4 attempts, 0.5 s to connect. A request
 /// waiting on a leader that has gone leaves it as soon as the client learns of the new leader
-/// (the client library's leader probe), not only when the attempt times out. With `tls`, over
+/// (the client library's leader watch), not only when the attempt times out. With `tls`, over
 /// TLS with those files (a run with `--tls`).
 pub fn client(endpoints: Vec<String>, tls: Option<TlsOptions>) -> Result<Client, Error> {
     let mut o = ClientOptions::new(endpoints);

@@ -228,9 +228,16 @@ impl KvService {
         }
     }
 
-    /// Forwards a request to the leader at `addr`; the leader's own errors pass through.
+    /// Forwards a request for `shard` to its leader `leader_id` at `addr`; the leader's own
+    /// errors pass through. Abandoned as soon as this node learns of another leader for the
+    /// shard (itself included): the one forwarded to was deposed, frozen or cut off, and
+    /// waiting on it for the forward's whole timeout would hold the client's request at a
+    /// node that now knows better. A write abandoned so may still apply, so it is answered
+    /// outcome-unknown (the client retries it under the same sequence); a read is answered
+    /// "no leader" (definite: a read changes nothing).
     pub(crate) async fn forward<T, F, Fut>(
         &self,
+        shard: &Shard,
         addr: &str,
         leader_id: u64,
         effect: Effect,
@@ -247,9 +254,33 @@ impl KvService {
         };
         self.metrics.forwarded.with_label_values(&[label]).inc();
         let timeout = self.write_timeout.max(self.read_timeout) + Duration::from_millis(500);
-        let result = match tokio::time::timeout(timeout, call(client)).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded("forwarded request timed out")),
+        let result = tokio::select! {
+            biased;
+            r = tokio::time::timeout(timeout, call(client)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded("forwarded request timed out")),
+            },
+            now = leader_moved(shard, leader_id) => {
+                let moved = match now {
+                    Some(id) if id == self.router.self_id => "to this node".to_string(),
+                    Some(id) => format!("to node {id}"),
+                    None => "elsewhere".to_string(),
+                };
+                return Err(match effect {
+                    Effect::Write => KvError::OutcomeUnknown(format!(
+                        "shard {}: leadership moved {moved} while the write was forwarded to node \
+                         {leader_id}; it may still apply there",
+                        shard.id
+                    )),
+                    Effect::Read => KvError::NoLeader {
+                        shard: shard.id,
+                        reason: format!(
+                            "leadership moved {moved} while the read was forwarded to node {leader_id}"
+                        ),
+                    },
+                }
+                .into());
+            }
         };
         match result {
             Ok(mut resp) => {
@@ -344,11 +375,36 @@ impl KvService {
                 ..
             } if !forwarded(header) => {
                 self.check_deadline(deadline)?;
-                self.forward(&leader_addr, leader_id, Effect::Write, remote)
+                self.forward(shard, &leader_addr, leader_id, Effect::Write, remote)
                     .await
             }
             e => Err(e.into()),
         }
+    }
+}
+
+/// How often a forwarded request looks at its shard's leader (see [`KvService::forward`]).
+const LEADER_LOOK_EVERY: Duration = Duration::from_millis(50);
+
+/// Resolves once this node sees a leader of `shard` other than `leader_id` (`Some` of it; the
+/// shard stopping on this node resolves with `None`), looking every [`LEADER_LOOK_EVERY`]: a
+/// timer, not a wake-up on every metrics change (which come with every apply). While no
+/// leader is known (an election) it keeps waiting: there is nowhere better to go yet.
+async fn leader_moved(shard: &Shard, leader_id: u64) -> Option<u64> {
+    loop {
+        {
+            let metrics = shard.raft.metrics();
+            let m = metrics.borrow_watched();
+            if m.running_state.is_err() {
+                return None;
+            }
+            if let Some(now) = m.current_leader
+                && now != leader_id
+            {
+                return Some(now);
+            }
+        }
+        tokio::time::sleep(LEADER_LOOK_EVERY).await;
     }
 }
 
@@ -457,9 +513,13 @@ impl KvService {
             } if !forwarded(&req.header) => {
                 mark_forwarded(&mut req.header);
                 let onward = caller.onward(req);
-                self.forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
-                    c.get(onward).await
-                })
+                self.forward(
+                    shard,
+                    &leader_addr,
+                    leader_id,
+                    Effect::Read,
+                    |mut c| async move { c.get(onward).await },
+                )
                 .await
             }
             e => Err(e.into()),
@@ -735,9 +795,13 @@ impl KvService {
                 mark_forwarded(&mut sub.header);
                 let onward = caller.onward(sub);
                 let resp = self
-                    .forward(&leader_addr, leader_id, Effect::Read, |mut c| async move {
-                        c.scan(onward).await
-                    })
+                    .forward(
+                        shard,
+                        &leader_addr,
+                        leader_id,
+                        Effect::Read,
+                        |mut c| async move { c.scan(onward).await },
+                    )
                     .await?;
                 Ok(resp.into_inner().items)
             }

@@ -357,6 +357,7 @@ impl KvService {
         crate::service::kv::mark_forwarded(&mut req.header);
         let onward = caller.onward(req);
         self.forward(
+            shard,
             &addr,
             leader_id,
             crate::service::kv::Effect::Read,
