@@ -24,6 +24,11 @@
 //! or missed (late acknowledgements, timeouts, unknown outcomes, other failures). Without a
 //! deadline, `goodput_ops_s` equals the acknowledged ops/s and `missed` is 0; `rejected` still
 //! counts overload refusals. `failed_definite` includes the rejected requests.
+//!
+//! In an open loop with a deadline, a request whose task reaches it only after its intended
+//! start plus D (the task was still waiting on earlier requests) is not sent: its caller has
+//! given up, as a service with that deadline would. It counts as missed, and apart as
+//! `late_unsent`; sending it anyway would only load the cluster with work nobody waits for.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -400,6 +405,9 @@ struct Report {
     rejected: u64,
     /// Requests neither acknowledged within the deadline nor refused (0 without a deadline).
     missed: u64,
+    /// Of `missed`: open-loop requests not sent because their deadline had passed before
+    /// their task got to them (see the module note).
+    late_unsent: u64,
     latency_ms: LatencyMs,
     latency_ok: Latency,
     verified_keys: Option<u64>,
@@ -416,6 +424,7 @@ struct Tally {
     rejected: u64,
     unknown: u64,
     missed: u64,
+    late_unsent: u64,
     first_error: Option<String>,
 }
 
@@ -428,6 +437,7 @@ impl Tally {
             rejected: 0,
             unknown: 0,
             missed: 0,
+            late_unsent: 0,
             first_error: None,
         })
     }
@@ -465,6 +475,12 @@ impl Tally {
         self.first_error.get_or_insert(error);
     }
 
+    /// Records a request that was not sent: its deadline had passed before its turn.
+    fn record_unsent(&mut self) {
+        self.missed += 1;
+        self.late_unsent += 1;
+    }
+
     fn merge(&mut self, other: Tally) -> Result<(), String> {
         self.ok.add(&other.ok).map_err(|e| e.to_string())?;
         self.good += other.good;
@@ -472,6 +488,7 @@ impl Tally {
         self.rejected += other.rejected;
         self.unknown += other.unknown;
         self.missed += other.missed;
+        self.late_unsent += other.late_unsent;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -610,6 +627,15 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
                 }
                 let n = keygen.next_key();
                 let key = key_of(n);
+                if interval.is_some()
+                    && let Some(d) = deadline_us
+                    && start.elapsed().as_micros() as u64 > d
+                {
+                    if recording {
+                        tally.record_unsent();
+                    }
+                    continue;
+                }
                 let outcome = match op {
                     BenchOp::Put => conn.put(key, value.clone()).await,
                     BenchOp::Get | BenchOp::GetSerializable => {
@@ -714,6 +740,7 @@ async fn run_inner(client: &Client, args: &BenchArgs) -> Result<Report, String> 
         goodput_ops_s: total.good as f64 / elapsed.max(1e-9),
         rejected: total.rejected,
         missed: total.missed,
+        late_unsent: total.late_unsent,
         latency_ms: LatencyMs {
             p50: ms(l.p50_us),
             p90: ms(l.p90_us),
@@ -891,13 +918,14 @@ fn print(r: &Report, json: bool) {
         r.ok, r.failed_definite, r.outcome_unknown, r.elapsed_secs, r.throughput_ops_s
     );
     println!(
-        "goodput {:.0} ops/s{}  rejected={} (overloaded, nothing written)  missed={}",
+        "goodput {:.0} ops/s{}  rejected={} (overloaded, nothing written)  missed={} (not sent, already late: {})",
         r.goodput_ops_s,
         r.deadline_ms
             .map(|d| format!(" (acknowledged within {d} ms)"))
             .unwrap_or_default(),
         r.rejected,
-        r.missed
+        r.missed,
+        r.late_unsent
     );
     println!(
         "latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
@@ -937,6 +965,24 @@ mod tests {
             (Outcome::Failed("no leader".into()), 10),
             (Outcome::Unknown("timeout".into()), 600_000),
         ]
+    }
+
+    #[test]
+    fn a_request_not_sent_because_it_was_already_late_is_missed() {
+        let mut t = tally_of(mixed(), Some(500_000));
+        t.record_unsent();
+        t.record_unsent();
+        assert_eq!((t.missed, t.late_unsent), (5, 2));
+        assert_eq!(
+            t.good + t.rejected + t.missed,
+            8,
+            "every request counted once"
+        );
+        assert_eq!(
+            t.ok.len(),
+            3,
+            "no latency recorded for a request never sent"
+        );
     }
 
     #[test]

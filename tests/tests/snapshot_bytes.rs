@@ -18,7 +18,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 const VALUE_BYTES: usize = 60 * 1024;
 /// Writes to the one key: about 300 MiB, past four 64 MiB write-ahead log segments.
 const WRITES: usize = 5_000;
-/// A bound on the write loop (it takes 15-40 s on a loaded 2-core machine in a debug build).
+/// A bound on the write loop (it took 4-40 s on a loaded 2-core machine in a debug build).
 const WRITE_TIME_MAX: Duration = Duration::from_secs(120);
 /// Live write-ahead log segments a node may hold with the bound: the current one and the one
 /// before it (the bound keeps a shard's live entries to a few MiB). Without it, every segment

@@ -8,8 +8,9 @@
 //! the fault's start*. A fault's value is the largest over the shards that had acknowledged
 //! writes in the run (unaffected shards add their ordinary latency, so taking all of them only
 //! errs on the long side), with the worst shard named; a kind's value is the largest over its
-//! faults. The start is the moment the fault was applied, which for a kill, a pause or a
-//! partition of a leader is the moment the leader was lost or cut off. It does not matter when
+//! faults. The start is the moment the fault was in effect (after the signal was sent or the
+//! packet filters were installed), which for a kill, a pause or a partition of a leader is the
+//! moment the leader was lost or cut off. It does not matter when
 //! the fault ends: a write that first succeeds after the heal still counts from the start. A
 //! shard with no such write before the workload ended counts until the workload's end
 //! (`unrecovered_shards` says how many). Writes invoked before the fault are left out because

@@ -380,8 +380,11 @@ async fn run_test(args: TestArgs) -> Result<u8, HarnessError> {
     for p in &plan {
         tokio::time::sleep_until((start + Duration::from_millis(p.start_ms)).into()).await;
         let l = leaders(&admin, &endpoints).await;
-        let start_ns = recorder.now_ns();
         let (detail, nodes) = nemesis::apply(p.kind, &mut rng, &mut db, &mut net, &l)?;
+        // Once the fault is in effect (the signal sent, the packet filters installed), not
+        // before: a write invoked while the filter commands were still running could commit
+        // and would read as a failover of a few milliseconds.
+        let start_ns = recorder.now_ns();
         eprintln!("[{:>6.2}s] fault: {detail}", start_ns as f64 / 1e9);
         applied.push(Applied {
             kind: p.kind,
