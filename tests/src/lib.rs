@@ -601,6 +601,24 @@ impl Cluster {
         }
     }
 
+    /// Waits until every running node agrees on a leader for each shard and node `id` leads
+    /// at least one of them (the balancer hands shards to their preferred nodes a few hundred
+    /// ms after the start, one at a time), so that stopping `id` takes leaders with it.
+    /// Returns shard → leader at that moment.
+    pub async fn wait_until_leads(&self, id: u64, timeout: Duration) -> Vec<u64> {
+        let leads = self
+            .wait_until(&format!("node {id} leads a shard"), timeout, || async {
+                self.agreed_leaders_public()
+                    .await
+                    .is_some_and(|l| l.contains(&id))
+            })
+            .await;
+        assert_eq!(leads, Ok(()));
+        self.agreed_leaders_public()
+            .await
+            .expect("the leaders are agreed")
+    }
+
     /// Shard → leader when every running node agrees right now.
     pub async fn agreed_leaders_public(&self) -> Option<Vec<u64>> {
         self.agreed_leaders().await.ok()

@@ -250,15 +250,7 @@ async fn a_paused_node_becomes_ready_again_and_the_majority_stays_ready() {
         .await
         .expect("leaders");
     // Node 3 must lead some shards, so pausing it forces elections.
-    let leads = cluster
-        .wait_until("node 3 leads a shard", Duration::from_secs(20), || async {
-            cluster
-                .agreed_leaders_public()
-                .await
-                .is_some_and(|l| l.contains(&3))
-        })
-        .await;
-    assert_eq!(leads, Ok(()));
+    cluster.wait_until_leads(3, Duration::from_secs(20)).await;
     let led_by_3: Vec<String> = cluster
         .wait_for_leaders(Duration::from_secs(5))
         .await

@@ -63,16 +63,8 @@ async fn writes_while_one_node_is_frozen(options: impl FnOnce(&mut ClientOptions
         .wait_for_leaders(Duration::from_secs(15))
         .await
         .expect("leaders");
-    // The freeze must take leaders with it: wait for the balancer to give node 3 its shards.
-    let led = cluster
-        .wait_until("node 3 leads a shard", Duration::from_secs(20), || async {
-            cluster
-                .agreed_leaders_public()
-                .await
-                .is_some_and(|l| l.contains(&3))
-        })
-        .await;
-    assert_eq!(led, Ok(()));
+    // The freeze must take leaders with it.
+    cluster.wait_until_leads(3, Duration::from_secs(20)).await;
     let mut o = cluster.client_options(cluster.endpoints());
     options(&mut o);
     let client = Client::new(o).expect("client");
@@ -173,19 +165,7 @@ async fn a_write_forwarded_to_a_leader_that_froze_is_let_go_once_another_leads()
         .wait_for_leaders(Duration::from_secs(15))
         .await
         .expect("leaders");
-    let led = cluster
-        .wait_until("node 3 leads a shard", Duration::from_secs(20), || async {
-            cluster
-                .agreed_leaders_public()
-                .await
-                .is_some_and(|l| l.contains(&3))
-        })
-        .await;
-    assert_eq!(led, Ok(()));
-    let leaders = cluster
-        .agreed_leaders_public()
-        .await
-        .expect("agreed leaders");
+    let leaders = cluster.wait_until_leads(3, Duration::from_secs(20)).await;
     let ring = ringkv_proto::ring::Ring::new(SHARDS, 64);
     let key = (0..10_000)
         .map(|i| format!("forwarded:{i}"))
