@@ -479,16 +479,19 @@ impl Client {
     /// The next endpoint in turn, passing over suspects unless every endpoint is one.
     pub(crate) fn rotate_endpoint(&self) -> String {
         let eps = &self.inner.opts.endpoints;
-        let mut first = None;
-        for _ in 0..eps.len() {
-            let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
-            let ep = &eps[i % eps.len()];
-            if !self.is_suspect(ep) {
-                return ep.clone();
-            }
-            first.get_or_insert_with(|| ep.clone());
-        }
-        first.unwrap_or_else(|| eps[0].clone())
+        self.next_endpoint_where(|_| true).unwrap_or_else(|| {
+            eps[self.inner.next_endpoint.load(Ordering::Relaxed) % eps.len()].clone()
+        })
+    }
+
+    /// The next endpoint in turn that is not suspect and passes `wanted`; `None` when none
+    /// does (each endpoint is looked at once).
+    fn next_endpoint_where(&self, wanted: impl Fn(&str) -> bool) -> Option<String> {
+        let eps = &self.inner.opts.endpoints;
+        (0..eps.len())
+            .map(|_| &eps[self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed) % eps.len()])
+            .find(|ep| wanted(ep) && !self.is_suspect(ep))
+            .cloned()
     }
 
     /// Marks `addr` as just failed: other nodes are preferred for a while, longer each time
@@ -874,14 +877,7 @@ impl Client {
             return None;
         };
         if st.due(waiting_on, Instant::now()) {
-            let eps = &self.inner.opts.endpoints;
-            let ask = (0..eps.len())
-                .map(|_| {
-                    let i = self.inner.next_endpoint.fetch_add(1, Ordering::Relaxed);
-                    &eps[i % eps.len()]
-                })
-                .find(|ep| *ep != waiting_on && !self.is_suspect(ep))?
-                .clone();
+            let ask = self.next_endpoint_where(|ep| ep != waiting_on)?;
             let answer =
                 tokio::time::timeout(leader_watch::CHECK_TIMEOUT, self.status_of(&ask)).await;
             let done = Instant::now();

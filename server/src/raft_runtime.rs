@@ -13,7 +13,9 @@
 //! - A shard is started only through [`RaftRuntime::start_shard`], so no openraft task is ever
 //!   spawned on the main runtime.
 //! - Dropping the runtime never blocks (`shutdown_background`), so it may be dropped inside
-//!   the main runtime; the node shuts every `Raft` down first, so nothing is cut that matters.
+//!   the main runtime. A graceful stop shuts every `Raft` down first, so nothing is cut that
+//!   matters; a fail-stop (storage failed) drops it with the tasks running, on purpose: replay
+//!   at the next start decides what is durable.
 //!
 //! What it does not do: it carries no gRPC server (the peer listener has its own runtime, see
 //! `network::peer_server`) and no client request; it sets no thread priority.
